@@ -1,0 +1,69 @@
+"""Start the Serf agent of a layerkit container (the `serf` s6 service execs into this).
+
+Everything comes from the environment the container was started with:
+  LAYERKIT_ROLE      the member's role tag (lb, web, ...)
+  LAYERKIT_JOIN      comma-separated names or addresses to (re)join, in any start order
+  LAYERKIT_CLUSTER   the cluster's name, kept as a tag
+  LAYERKIT_SERF_KEYRING  path of the cluster's gossip keyring file (handed in at start, not baked)
+  LAYERKIT_SERF_HANDLER  event handler command line (the load balancer sets it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+CONFIG_PATH = Path("/run/layerkit/serf.json")
+SERF_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
+
+
+def node_name(hostname: str) -> str:
+    """Unique per start: Serf refuses a known name coming back from a new address for a while."""
+    return f"{hostname}-{secrets.token_hex(3)}"
+
+
+def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
+    role = env.get("LAYERKIT_ROLE", "none")
+    tags = {"role": role}
+    if env.get("LAYERKIT_CLUSTER"):
+        tags["cluster"] = env["LAYERKIT_CLUSTER"]
+    config: dict[str, object] = {
+        "node_name": node_name(hostname),
+        "bind": "0.0.0.0:7946",
+        "rpc_addr": "127.0.0.1:7373",
+        "tags": tags,
+        "log_level": env.get("LAYERKIT_SERF_LOG_LEVEL", "warn"),
+        # A stopped container leaves instead of failing; gone members are forgotten in minutes.
+        "leave_on_terminate": True,
+        "skip_leave_on_interrupt": False,
+        "reconnect_timeout": "2m",
+        "tombstone_timeout": "2m",
+        "retry_interval": "1s",
+    }
+    joins = [h.strip() for h in env.get("LAYERKIT_JOIN", "").split(",") if h.strip()]
+    if joins:
+        config["retry_join"] = joins
+    keyring = env.get("LAYERKIT_SERF_KEYRING")
+    if keyring:
+        config["keyring_file"] = keyring
+    handler = env.get("LAYERKIT_SERF_HANDLER")
+    if handler:
+        config["event_handlers"] = [f"{SERF_EVENTS}={handler}"]
+    return config
+
+
+def main() -> None:
+    config = agent_config(os.environ, socket.gethostname())
+    CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    CONFIG_PATH.write_text(json.dumps(config, indent=2))
+    sys.stdout.flush()
+    os.execvp("serf", ["serf", "agent", f"-config-file={CONFIG_PATH}"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The `layerkit` command: options, progress, rendering, exit codes. No business logic."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+from . import __version__, doctor, report
+from .build import BuildEvent, build_all, parent_ref
+from .dockerfile import generate
+from .engine import connect
+from .errors import LayerkitError
+from .specs import build_order, load_all
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="layerkit",
+    help="Build small, well-layered container images and run them as a self-organising cluster.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class State:
+    verbose = False
+
+
+def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """A LayerkitError becomes one line (plus a hint) on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except LayerkitError as exc:
+            err.print(f"error: {exc.message}", markup=False)
+            if exc.hint:
+                err.print(f"hint: {exc.hint}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"layerkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    *,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more about each step.",
+                                          envvar="LAYERKIT_VERBOSE")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    State.verbose = verbose
+
+
+ImagesDir = Annotated[Path, typer.Option("--images", envvar="LAYERKIT_IMAGES",
+                                         help="Directory of image specs (images/<name>/image.toml).")]
+
+
+@app.command("doctor")
+@fails_cleanly
+def doctor_cmd(
+    *,
+    fix: Annotated[bool, typer.Option("--fix", help="Install what is missing (docker.io, "
+                                      "mmdebstrap) and start dockerd; Debian, as root.")] = False,
+    base: Annotated[str, typer.Option("--base", envvar="LAYERKIT_BASE_IMAGE",
+                                      help="Base image to check for.")] = "debian:bookworm-slim",
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """Check the engine, the base image and disk space; --fix sets up what is missing."""
+    fixed: tuple[str, ...] = ()
+    if fix:
+        fixed = doctor.fix(os.environ, log=lambda text: err.print(f"doctor: {text}", markup=False))
+    result = doctor.run_checks(base, os.environ)
+    result = doctor.DoctorReport(result.checks, fixed)
+    if output is OutputFormat.json:
+        out.print(report.doctor_json(result), markup=False)
+    else:
+        for line in fixed:
+            out.print(f"fixed: {line}", markup=False)
+        out.print(report.doctor_table(result), markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("build")
+@fails_cleanly
+def build_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="Images to build (default: all); "
+                                                      "the images they stand on come first.")]
+    = None,
+    *,
+    images: ImagesDir = Path("images"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the build cache.")]
+    = False,
+    print_only: Annotated[str | None, typer.Option("--print", metavar="NAME",
+                                                   help="Print NAME's generated Dockerfile "
+                                                   "and exit.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """Generate the Dockerfiles from the specs and build the images, base first."""
+    specs = load_all(images, PACKAGE_DIR)
+    if print_only is not None:
+        spec = build_order(specs, [print_only])[-1]
+        out.print(generate(spec, parent_ref(spec, specs, __version__), __version__).text,
+                  markup=False, end="")
+        return
+    order = build_order(specs, names or None)
+    client = connect(os.environ)
+    with _BuildProgress(enabled=output is OutputFormat.table) as progress:
+        built = build_all(client, order, specs, version=__version__, no_cache=no_cache,
+                          on_event=progress.event)
+    if output is OutputFormat.json:
+        out.print(report.build_json(built), markup=False)
+    else:
+        out.print(report.build_table(built), markup=False)
+
+
+class _BuildProgress:
+    """A live line per image (step i of n and the instruction) on a terminal, plain lines else."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.live = enabled and err.is_terminal
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.fields[image]:<8}"),
+                                 BarColumn(bar_width=20), MofNCompleteColumn(),
+                                 TextColumn("{task.description}"), console=err, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _BuildProgress:
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def event(self, ev: BuildEvent) -> None:
+        if not self.enabled:
+            return
+        if not self.live:
+            self._plain(ev)
+            return
+        if ev.kind in ("start", "base") and ev.image not in self.tasks:
+            self.tasks[ev.image] = self.progress.add_task(ev.text, image=ev.image, total=None)
+        task = self.tasks.get(ev.image)
+        if task is None:
+            return
+        if ev.kind == "step":
+            self.progress.update(task, completed=ev.step - 1, total=ev.total,
+                                 description=_short(ev.text))
+        elif ev.kind == "done":
+            self.progress.update(task, completed=ev.total, total=ev.total,
+                                 description=f"done in {ev.text}")
+        elif ev.kind == "base":
+            self.progress.update(task, description=ev.text)
+        elif ev.kind == "log" and State.verbose:
+            self.progress.console.print(f"  {ev.image}: {ev.text}", markup=False)
+
+    def _plain(self, ev: BuildEvent) -> None:
+        if ev.kind == "step":
+            err.print(f"{ev.image}: step {ev.step}/{ev.total}: {_short(ev.text)}", markup=False)
+        elif ev.kind in ("base", "start") or (ev.kind == "log" and State.verbose):
+            err.print(f"{ev.image}: {ev.text}", markup=False)
+        elif ev.kind == "done":
+            err.print(f"{ev.image}: built in {ev.text}", markup=False)
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def main() -> None:
+    app(prog_name="layerkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

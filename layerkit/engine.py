@@ -1,0 +1,128 @@
+"""The only module that imports the Docker SDK.
+
+It makes the client from the environment (honouring DOCKER_HOST and friends), checks that the
+engine answers, and translates the SDK's exceptions into layerkit's by type and HTTP status,
+never by message text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker import DockerClient
+from docker.models.containers import Container
+from docker.models.images import Image
+from docker.models.networks import Network
+
+from .errors import EngineError, EngineUnavailable, LayerkitError, NotFound
+
+__all__ = [
+    "Container",
+    "DockerClient",
+    "EngineInfo",
+    "Image",
+    "Network",
+    "connect",
+    "engine_errors",
+    "engine_info",
+    "find_image",
+    "pull_image",
+]
+
+FIX_HINT = "run `layerkit doctor --fix` (as root on Debian) or set DOCKER_HOST"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    host: str
+    version: str
+    api_version: str
+    storage_driver: str
+    os: str
+    root_dir: str
+    containerd_snapshotter: bool
+
+
+@contextlib.contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """Turn SDK and transport exceptions raised while doing `what` into LayerkitErrors."""
+    try:
+        yield
+    except LayerkitError:
+        raise
+    except docker.errors.ImageNotFound as exc:
+        raise NotFound(f"{what}: no such image ({_explanation(exc)})") from None
+    except docker.errors.NotFound as exc:
+        raise NotFound(f"{what}: not found ({_explanation(exc)})") from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{what}: engine said {exc.status_code}: {_explanation(exc)}") from None
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"{what}: {exc}", hint=FIX_HINT) from None
+    except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+        raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({type(exc).__name__})",
+                                hint=FIX_HINT) from None
+
+
+def _explanation(exc: docker.errors.APIError) -> str:
+    text = exc.explanation if isinstance(exc.explanation, str) else None
+    return (text or str(exc)).strip().splitlines()[0] if (text or str(exc)).strip() else "?"
+
+
+def connect(environment: Mapping[str, str] | None = None, *, timeout: int = 120) -> DockerClient:
+    """A client for the engine named by the environment; raises EngineUnavailable if it is silent."""
+    env = dict(environment) if environment is not None else None
+    host = (env or {}).get("DOCKER_HOST") if env is not None else None
+    try:
+        client = docker.DockerClient.from_env(environment=env, timeout=timeout)
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"cannot make a Docker client: {exc}", hint=FIX_HINT) from None
+    with engine_errors(f"connecting to the Docker engine{f' at {host}' if host else ''}"):
+        try:
+            client.ping()
+        except requests.exceptions.RequestException as exc:
+            raise EngineUnavailable(
+                f"no Docker engine answers at {client.api.base_url} ({type(exc).__name__})",
+                hint=FIX_HINT) from None
+    return client
+
+
+def engine_info(client: DockerClient) -> EngineInfo:
+    with engine_errors("reading engine information"):
+        version: dict[str, Any] = client.version()
+        info: dict[str, Any] = client.info()
+    status = dict(info.get("DriverStatus") or [])
+    return EngineInfo(
+        host=str(client.api.base_url),
+        version=str(version.get("Version", "?")),
+        api_version=str(version.get("ApiVersion", "?")),
+        storage_driver=str(info.get("Driver", "?")),
+        os=str(info.get("OperatingSystem", "?")),
+        root_dir=str(info.get("DockerRootDir", "")),
+        containerd_snapshotter="driver-type" in status
+        and "snapshotter" in str(status.get("driver-type", "")),
+    )
+
+
+def find_image(client: DockerClient, ref: str) -> Image | None:
+    """The image `ref` if the engine has it, else None."""
+    with engine_errors(f"looking up image {ref}"):
+        try:
+            return client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            return None
+
+
+def pull_image(client: DockerClient, ref: str) -> Image | None:
+    """Pull `ref`; None when no registry can provide it (offline, unknown name)."""
+    repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    with engine_errors(f"pulling {ref}"):
+        try:
+            return client.images.pull(repo, tag=tag or "latest")
+        except (docker.errors.NotFound, docker.errors.APIError):
+            return None

@@ -1,0 +1,65 @@
+"""The one exception family layerkit raises on purpose.
+
+A `LayerkitError` becomes one line on stderr (plus an optional hint) and its exit code, in
+`cli.main`. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LayerkitError(Exception):
+    """Root of layerkit's errors. `exit_code` 1 = operation failed, 2 = bad input."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(LayerkitError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """An image spec is invalid; the message names the file, the key and the line."""
+
+    def __init__(self, path: str, message: str, *, key: str | None = None,
+                 line: int | None = None) -> None:
+        where = path if line is None else f"{path}:{line}"
+        what = f"{key}: {message}" if key else message
+        super().__init__(f"{where}: {what}")
+        self.path = path
+        self.key = key
+        self.line = line
+
+
+class EngineError(LayerkitError):
+    """The Docker engine refused or failed an operation."""
+
+
+class EngineUnavailable(EngineError):
+    """No Docker engine answers at the configured address."""
+
+
+class NotFound(UsageError):
+    """A named image, container or file does not exist."""
+
+
+class BuildError(LayerkitError):
+    """A build step failed; carries the failing instruction and the tail of its log."""
+
+    def __init__(self, image: str, message: str, *, step: str | None = None,
+                 log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(f"building {image} failed: {message}",
+                         hint=f"failing step: {step}" if step else None)
+        self.image = image
+        self.step = step
+        self.log_tail = log_tail
+
+
+class BootstrapError(LayerkitError):
+    """The base root filesystem could not be obtained."""
