@@ -1,0 +1,13 @@
+"""Every test here needs the engine: the session fixture skips them, or fails under
+--require-docker."""
+
+from __future__ import annotations
+
+import pytest
+
+from layerkit.engine import DockerClient
+
+
+@pytest.fixture(autouse=True)
+def _engine(docker_client: DockerClient) -> DockerClient:
+    return docker_client
