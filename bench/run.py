@@ -34,7 +34,8 @@ def main() -> int:
         if args.only and area not in args.only:
             continue
         spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec and spec.loader
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         started = time.monotonic()

@@ -35,10 +35,12 @@ DPKG_EXCLUDES = (
 
 # What the official Debian images configure for apt, in our words: no package caches kept after
 # an install or update, compressed lists, no translations, suggests not held.
-APT_CONF = """\
+_APT_RM = ('"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+           '/var/cache/apt/*.bin || true"')
+APT_CONF = f"""\
 // layerkit: keep container layers free of apt caches.
-DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
-APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+DPkg::Post-Invoke {{ {_APT_RM}; }};
+APT::Update::Post-Invoke {{ {_APT_RM}; }};
 Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 Acquire::Languages "none";
@@ -48,9 +50,9 @@ APT::AutoRemove::SuggestsImportant "false";
 APT::Install-Recommends "false";
 """
 
-CLEANUP = ("rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* \"$1\"/var/log/*.log "
-           "\"$1\"/var/log/apt/* \"$1\"/var/cache/ldconfig/aux-cache \"$1\"/var/cache/debconf/*-old "
-           "\"$1\"/tmp/* \"$1\"/root/.cache; : > \"$1\"/etc/machine-id")
+CLEANUP = ("cd \"$1\" && rm -rf var/lib/apt/lists/* var/cache/apt/* var/log/*.log var/log/apt/* "
+           "var/cache/ldconfig/aux-cache var/cache/debconf/*-old tmp/* root/.cache "
+           "&& : > etc/machine-id")
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ def bootstrap(client: DockerClient, suite: str) -> str:
     with tempfile.TemporaryDirectory(prefix="layerkit-rootfs-") as tmp:
         out, apt_conf = Path(tmp) / "rootfs.tar", Path(tmp) / "docker-clean"
         apt_conf.write_text(APT_CONF)
-        proc = subprocess.run(mmdebstrap_command(suite, out, apt_conf), capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(mmdebstrap_command(suite, out, apt_conf), capture_output=True,
+                              text=True, check=False)
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
             raise BootstrapError(f"mmdebstrap failed (exit {proc.returncode}): {tail}")

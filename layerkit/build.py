@@ -72,10 +72,11 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
     for spec in order:
         parent = parent_ref(spec, specs, version)
         if spec.parent not in specs:
-            base = bootstrap.ensure_base(
-                client, spec.parent, allow_bootstrap=spec.bootstrap,
-                log=lambda text, name=spec.name: on_event(BuildEvent(name, "base", text=text)))
-            parent = base.ref
+            def log(text: str, name: str = spec.name) -> None:
+                on_event(BuildEvent(name, "base", text=text))
+
+            parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
+                                           log=log).ref
         generated = generate(spec, parent, version)
         if write_dockerfiles:
             (spec.directory / "Dockerfile").write_text(generated.text)

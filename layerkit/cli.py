@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+)
 
 from . import __version__, doctor, report
 from .build import BuildEvent, build_all, parent_ref
@@ -37,7 +43,7 @@ out = Console(highlight=False, soft_wrap=True)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 
@@ -82,8 +88,8 @@ def root(
     State.verbose = verbose
 
 
-ImagesDir = Annotated[Path, typer.Option("--images", envvar="LAYERKIT_IMAGES",
-                                         help="Directory of image specs (images/<name>/image.toml).")]
+ImagesDir = Annotated[Path, typer.Option(
+    "--images", envvar="LAYERKIT_IMAGES", help="Directory of image specs (images/<name>/image.toml).")]
 
 
 @app.command("doctor")
@@ -116,9 +122,8 @@ def doctor_cmd(
 @app.command("build")
 @fails_cleanly
 def build_cmd(
-    names: Annotated[list[str] | None, typer.Argument(help="Images to build (default: all); "
-                                                      "the images they stand on come first.")]
-    = None,
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Images to build (default: all); the images they stand on come first.")] = None,
     *,
     images: ImagesDir = Path("images"),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the build cache.")]
@@ -156,7 +161,7 @@ class _BuildProgress:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.fields[image]:<8}"),
                                  BarColumn(bar_width=20), MofNCompleteColumn(),
                                  TextColumn("{task.description}"), console=err, transient=False)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _BuildProgress:
         if self.live:
@@ -208,4 +213,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

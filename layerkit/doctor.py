@@ -69,7 +69,8 @@ def _base_check(client: DockerClient | None, ref: str) -> Check:
     if client is not None and find_image(client, ref) is not None:
         return Check("base image", "ok", f"{ref} is present")
     if client is not None and suite and find_image(client, bootstrap.rootfs_ref(suite)):
-        return Check("base image", "ok", f"{bootstrap.rootfs_ref(suite)} (built offline) is present")
+        return Check("base image", "ok",
+                     f"{bootstrap.rootfs_ref(suite)} (built offline) is present")
     if suite and shutil.which("mmdebstrap"):
         return Check("base image", "ok", f"{ref} will be pulled, or built offline with mmdebstrap")
     if suite:

@@ -71,11 +71,12 @@ def engine_errors(what: str) -> Iterator[None]:
 
 def _explanation(exc: docker.errors.APIError) -> str:
     text = exc.explanation if isinstance(exc.explanation, str) else None
-    return (text or str(exc)).strip().splitlines()[0] if (text or str(exc)).strip() else "?"
+    lines = (text or str(exc)).strip().splitlines()
+    return lines[0] if lines else "?"
 
 
 def connect(environment: Mapping[str, str] | None = None, *, timeout: int = 120) -> DockerClient:
-    """A client for the engine named by the environment; raises EngineUnavailable if it is silent."""
+    """A client for the engine the environment names; EngineUnavailable if it does not answer."""
     env = dict(environment) if environment is not None else None
     host = (env or {}).get("DOCKER_HOST") if env is not None else None
     try:

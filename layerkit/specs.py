@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, UsageError
 
 PKG_PREFIX = "pkg:"  # a file source inside the installed layerkit package, e.g. pkg:agent/
 SERVICES_DIR = "/etc/services.d"  # the scan directory of s6-svscan (PID 1) in every image
@@ -86,7 +86,8 @@ class _Ctx:
                          line=locate(self.text, key, table=table, index=index))
 
 
-def locate(text: str, key: str, *, table: str | None = None, index: int | None = None) -> int | None:
+def locate(text: str, key: str, *, table: str | None = None,
+           index: int | None = None) -> int | None:
     """Line number (1-based) of `key` in `[table]` / the `index`-th `[[table]]` / top level."""
     current: str | None = None
     seen: dict[str, int] = {}
@@ -98,12 +99,10 @@ def locate(text: str, key: str, *, table: str | None = None, index: int | None =
             current = header.group(2)
             if header.group(1) == "[[":
                 seen[current] = seen.get(current, -1) + 1
-            if table is not None and current == table and index is None and key == "":
-                return number
             continue
         if current != table:
             continue
-        if index is not None and seen.get(current, -1) != index:
+        if index is not None and current is not None and seen.get(current, -1) != index:
             continue
         if key_re.match(line):
             return number
@@ -250,7 +249,8 @@ def _user(ctx: _Ctx, raw: Any) -> UserSpec | None:
     return UserSpec(name, uid, home)
 
 
-def _files(ctx: _Ctx, raw: Any, package_dir: Path, user: UserSpec | None) -> tuple[FileSpec, ...]:
+def _files(ctx: _Ctx, raw: Any, package_dir: Path,
+           user: UserSpec | None) -> tuple[FileSpec, ...]:
     if not isinstance(raw, list):
         raise ctx.fail("must be an array of tables ([[files]])", "files")
     files = []
@@ -272,7 +272,8 @@ def _files(ctx: _Ctx, raw: Any, package_dir: Path, user: UserSpec | None) -> tup
             mode = int(mode_text, 8)
         owner = _str(ctx, entry, "owner", default="root", table="files", index=i)
         if owner != "root" and (user is None or owner != user.name):
-            raise ctx.fail("must be \"root\" or the name in [user]", "owner", table="files", index=i)
+            raise ctx.fail('must be "root" or the name in [user]', "owner", table="files",
+                           index=i)
         changes = _str(ctx, entry, "changes", default="rarely", table="files", index=i)
         if changes not in ("rarely", "often"):
             raise ctx.fail("must be \"rarely\" or \"often\"", "changes", table="files", index=i)
@@ -330,9 +331,7 @@ def _ports(ctx: _Ctx, raw: Any) -> tuple[int, ...]:
 
 def build_order(specs: dict[str, ImageSpec], names: list[str] | None = None) -> list[ImageSpec]:
     """Specs to build for `names` (all when None), each after the layerkit image it stands on."""
-    from .errors import UsageError
-
-    wanted = list(specs) if not names else names
+    wanted = names if names else list(specs)
     order: list[ImageSpec] = []
 
     def visit(name: str) -> None:
