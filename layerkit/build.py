@@ -66,7 +66,7 @@ def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> st
 
 def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, ImageSpec], *,
               version: str, no_cache: bool = False, write_dockerfiles: bool = True,
-              on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
+              tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
     """Build `order` (already sorted parents first); stops at the first failure."""
     built: list[BuiltImage] = []
     for spec in order:
@@ -80,9 +80,9 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
         generated = generate(spec, parent, version)
         if write_dockerfiles:
             (spec.directory / "Dockerfile").write_text(generated.text)
+        layers = _layers_of(client, parent) if spec.parent in specs else None
         built.append(build_one(client, spec, generated, version=version, no_cache=no_cache,
-                               parent_layers=_layers_of(client, parent) if spec.parent in specs
-                               else None, on_event=on_event))
+                               tag_latest=tag_latest, parent_layers=layers, on_event=on_event))
     return built
 
 
@@ -127,8 +127,9 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
 
 
 def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, version: str,
-              no_cache: bool, parent_layers: tuple[list[str], int] | None,
-              on_event: OnEvent) -> BuiltImage:
+              no_cache: bool = False, tag_latest: bool = True,
+              parent_layers: tuple[list[str], int] | None = None,
+              on_event: OnEvent = lambda _: None) -> BuiltImage:
     ref = image_ref(spec.name, version)
     started = time.monotonic()
     state = _StreamState()
@@ -148,7 +149,8 @@ def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, ve
         raise BuildError(spec.name, "the engine reported no image", step=state.instruction,
                          log_tail=tuple(state.tail))
     with engine_errors(f"tagging {ref}"):
-        client.api.tag(state.image_id, f"layerkit/{spec.name}", "latest")
+        if tag_latest:
+            client.api.tag(state.image_id, f"layerkit/{spec.name}", "latest")
         image = client.images.get(state.image_id)
     layers = list(image.attrs["RootFS"].get("Layers", []))
     shared = 0

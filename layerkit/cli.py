@@ -38,7 +38,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -60,7 +60,7 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except LayerkitError as exc:
-            err.print(f"error: {exc.message}", markup=False)
+            err.print(f"error: {' '.join(exc.message.split())}", markup=False)
             if exc.hint:
                 err.print(f"hint: {exc.hint}", markup=False)
             raise typer.Exit(exc.exit_code) from None
@@ -89,7 +89,8 @@ def root(
 
 
 ImagesDir = Annotated[Path, typer.Option(
-    "--images", envvar="LAYERKIT_IMAGES", help="Directory of image specs (images/<name>/image.toml).")]
+    "--images", envvar="LAYERKIT_IMAGES",
+    help="Directory of image specs (images/<name>/image.toml).")]
 
 
 @app.command("doctor")

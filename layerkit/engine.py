@@ -8,6 +8,7 @@ never by message text.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "pull_image",
 ]
 
+DEFAULT_HOST = "unix:///var/run/docker.sock"
 FIX_HINT = "run `layerkit doctor --fix` (as root on Debian) or set DOCKER_HOST"
 
 
@@ -78,12 +80,15 @@ def _explanation(exc: docker.errors.APIError) -> str:
 def connect(environment: Mapping[str, str] | None = None, *, timeout: int = 120) -> DockerClient:
     """A client for the engine the environment names; EngineUnavailable if it does not answer."""
     env = dict(environment) if environment is not None else None
-    host = (env or {}).get("DOCKER_HOST") if env is not None else None
+    host = (env if env is not None else os.environ).get("DOCKER_HOST") or DEFAULT_HOST
     try:
         client = docker.DockerClient.from_env(environment=env, timeout=timeout)
     except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"cannot make a Docker client: {exc}", hint=FIX_HINT) from None
-    with engine_errors(f"connecting to the Docker engine{f' at {host}' if host else ''}"):
+        # from_env asks the engine for its API version, so a silent engine fails here.
+        cause = type(exc.__context__ or exc).__name__
+        raise EngineUnavailable(f"no Docker engine answers at {host} ({cause})",
+                                hint=FIX_HINT) from None
+    with engine_errors(f"connecting to the Docker engine at {host}"):
         try:
             client.ping()
         except requests.exceptions.RequestException as exc:

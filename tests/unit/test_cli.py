@@ -1,0 +1,69 @@
+"""CLI behaviour that needs no engine: errors are one line with the right exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerkit import __version__
+from layerkit.cli import app
+from tests.conftest import ROOT
+from tests.unit.test_specs import write_spec
+
+runner = CliRunner(env={"COLUMNS": "120", "TERM": "dumb"})
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_version_and_help() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"layerkit {__version__}"
+    for flag in ("-h", "--help"):
+        result = runner.invoke(app, [flag])
+        assert result.exit_code == 0
+        assert "build" in result.stdout
+        assert "doctor" in result.stdout
+
+
+def test_bad_spec_is_one_line_exit_2(tmp_path: Path) -> None:
+    write_spec(tmp_path / "images", 'parent = "x"\nbogus = 1\n', name="bad")
+    result = runner.invoke(app, ["build", "--images", str(tmp_path / "images")])
+    assert result.exit_code == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert "image.toml:2: bogus: unknown key" in lines[0]
+
+
+def test_print_shows_generated_dockerfile() -> None:
+    result = runner.invoke(app, ["build", "--images", str(ROOT / "images"), "--print", "webapp"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[1] == f"FROM layerkit/base:{__version__}"
+
+
+def test_unknown_image_name_exit_2() -> None:
+    result = runner.invoke(app, ["build", "--images", str(ROOT / "images"), "nope"])
+    assert result.exit_code == 2
+    assert "no image spec named 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["tcp://127.0.0.1:9", "unix:///nonexistent/docker.sock"])
+def test_unreachable_engine_is_one_line_exit_1(host: str) -> None:
+    env = {**os.environ, "DOCKER_HOST": host}
+    proc = subprocess.run([sys.executable, "-m", "layerkit.cli", "build"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    lines = error_lines(proc.stderr)
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    assert len(lines) <= 2  # the error and a hint
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: ")
