@@ -101,12 +101,12 @@ def ensure_base(client: DockerClient, ref: str, *, allow_bootstrap: bool,
     return Base(bootstrap(client, suite), "bootstrapped")
 
 
-def bootstrap(client: DockerClient, suite: str) -> str:
-    """Build a slim Debian root filesystem with mmdebstrap and import it; returns its tag."""
+def bootstrap(client: DockerClient, suite: str, ref: str | None = None) -> str:
+    """Build a slim Debian root filesystem with mmdebstrap and import it as `ref`."""
     if shutil.which("mmdebstrap") is None:
         raise BootstrapError("mmdebstrap is not installed, so no base can be built offline",
                              hint="run `layerkit doctor --fix` (installs it on Debian)")
-    ref = rootfs_ref(suite)
+    ref = ref or rootfs_ref(suite)
     with tempfile.TemporaryDirectory(prefix="layerkit-rootfs-") as tmp:
         out, apt_conf = Path(tmp) / "rootfs.tar", Path(tmp) / "docker-clean"
         apt_conf.write_text(APT_CONF)
@@ -115,7 +115,7 @@ def bootstrap(client: DockerClient, suite: str) -> str:
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
             raise BootstrapError(f"mmdebstrap failed (exit {proc.returncode}): {tail}")
-        repo, tag = ref.split(":")
+        repo, _, tag = ref.rpartition(":")
         with engine_errors(f"importing the root filesystem as {ref}"):
             client.api.import_image_from_file(
                 str(out), repository=repo, tag=tag,
