@@ -24,7 +24,7 @@ from . import __version__, doctor, report
 from .build import BuildEvent, build_all, parent_ref
 from .dockerfile import generate
 from .engine import connect
-from .errors import LayerkitError
+from .errors import BuildError, LayerkitError
 from .specs import build_order, load_all
 
 P = ParamSpec("P")
@@ -60,6 +60,8 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except LayerkitError as exc:
+            if isinstance(exc, BuildError) and exc.log_tail:
+                err.print("\n".join(f"  | {line}" for line in exc.log_tail), markup=False)
             err.print(f"error: {' '.join(exc.message.split())}", markup=False)
             if exc.hint:
                 err.print(f"hint: {exc.hint}", markup=False)

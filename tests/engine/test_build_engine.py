@@ -209,3 +209,23 @@ build_one(connect(), spec, Generated(text, ()), version="interrupted", tag_lates
                  if marker in " ".join(c.attrs["Config"].get("Cmd") or [])]
     assert leftovers == []
     assert not docker_client.images.list(name="layerkit/slow")
+
+
+def test_failing_step_shows_instruction_and_log(built_images: dict[str, str],
+                                                tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(IMAGES / "base", images / "base")
+    broken = images / f"broken-{uuid.uuid4().hex[:6]}"
+    broken.mkdir()
+    (broken / "image.toml").write_text(
+        'parent = "base"\n[[packages]]\ninstall = ["layerkit-no-such-package"]\n')
+    proc = subprocess.run([sys.executable, "-m", "layerkit.cli", "build", "--images", str(images),
+                           broken.name], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    error = next(line for line in lines if line.startswith("error: "))
+    assert f"building {broken.name} failed" in error
+    assert any(line.startswith("hint: failing step: RUN set -eux") for line in lines)
+    assert any("layerkit-no-such-package" in line and line.startswith("  | ") for line in lines)
+    assert "Traceback" not in proc.stderr
