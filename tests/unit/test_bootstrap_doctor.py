@@ -73,3 +73,56 @@ def test_checks_without_engine_fail_cleanly() -> None:
     assert engine.status == "fail"
     assert "tcp://127.0.0.1:9" in engine.detail
     assert {c.name for c in report.checks} >= {"engine", "base image", "free disk"}
+
+
+class FakeEngine:
+    """Stands in for the engine in the decision logic of ensure_base (pure logic)."""
+
+    def __init__(self, present: set[str], pullable: set[str]) -> None:
+        self.present, self.pullable = set(present), pullable
+        self.pulled: list[str] = []
+        self.bootstrapped: list[str] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(bootstrap, "find_image",
+                            lambda _c, ref: object() if ref in self.present else None)
+        monkeypatch.setattr(bootstrap, "pull_image", self._pull)
+        monkeypatch.setattr(bootstrap, "bootstrap", self._bootstrap)
+
+    def _pull(self, _client: object, ref: str) -> object | None:
+        self.pulled.append(ref)
+        if ref in self.pullable:
+            self.present.add(ref)
+            return object()
+        return None
+
+    def _bootstrap(self, _client: object, suite: str, ref: str | None = None) -> str:
+        self.bootstrapped.append(suite)
+        return bootstrap.rootfs_ref(suite)
+
+
+@pytest.mark.parametrize(("present", "pullable", "expected", "pulled", "built"), [
+    ({"debian:bookworm-slim"}, set(), ("debian:bookworm-slim", "present"), [], []),
+    (set(), {"debian:bookworm-slim"}, ("debian:bookworm-slim", "pulled"),
+     ["debian:bookworm-slim"], []),
+    (set(), set(), ("layerkit/rootfs:bookworm-slim", "bootstrapped"),
+     ["debian:bookworm-slim"], ["bookworm"]),
+    ({"layerkit/rootfs:bookworm-slim"}, set(), ("layerkit/rootfs:bookworm-slim", "bootstrapped"),
+     [], []),
+])
+def test_ensure_base_prefers_present_then_pull_then_offline(
+        monkeypatch: pytest.MonkeyPatch, present: set[str], pullable: set[str],
+        expected: tuple[str, str], pulled: list[str], built: list[str]) -> None:
+    engine = FakeEngine(present, pullable)
+    engine.install(monkeypatch)
+    base = bootstrap.ensure_base(object(), "debian:bookworm-slim",  # type: ignore[arg-type]
+                                 allow_bootstrap=True)
+    assert (base.ref, base.source) == expected
+    assert engine.pulled == pulled
+    assert engine.bootstrapped == built
+
+
+def test_ensure_base_without_bootstrap_fails_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeEngine(set(), set()).install(monkeypatch)
+    with pytest.raises(bootstrap.BootstrapError, match="cannot be pulled"):
+        bootstrap.ensure_base(object(), "ubuntu:24.04", allow_bootstrap=True)  # type: ignore[arg-type]
