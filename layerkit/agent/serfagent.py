@@ -10,8 +10,11 @@ Everything comes from the environment the container was started with:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -20,11 +23,39 @@ from pathlib import Path
 
 CONFIG_PATH = Path("/run/layerkit/serf.json")
 SERF_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
+KEY_BYTES = 32  # Debian's serf 0.9.4 takes AES-256 keys only
+
+
+class KeyringError(ValueError):
+    """The keyring file named by LAYERKIT_SERF_KEYRING is missing or malformed."""
 
 
 def node_name(hostname: str) -> str:
-    """Unique per start: Serf refuses a known name coming back from a new address for a while."""
-    return f"{hostname}-{secrets.token_hex(3)}"
+    """Unique per start: Serf refuses a known name coming back from a new address for a while.
+
+    Kept to one DNS label so the load balancer's handler accepts it as a server name.
+    """
+    label = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")[:48] or "node"
+    return f"{label}-{secrets.token_hex(3)}"
+
+
+def check_keyring(path: Path) -> None:
+    """A JSON list of base64 keys of KEY_BYTES: an agent must never start unencrypted by mistake."""
+    try:
+        keys = json.loads(path.read_text())
+    except OSError as exc:
+        raise KeyringError(f"cannot read the keyring {path}: {exc.strerror}") from None
+    except ValueError:
+        raise KeyringError(f"keyring {path} is not JSON") from None
+    if not isinstance(keys, list) or not keys:
+        raise KeyringError(f"keyring {path} is not a non-empty list of keys")
+    for key in keys:
+        try:
+            raw = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != KEY_BYTES:
+            raise KeyringError(f"keyring {path} holds a key that is not {KEY_BYTES} bytes base64")
 
 
 def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
@@ -32,6 +63,8 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
     tags = {"role": role}
     if env.get("LAYERKIT_CLUSTER"):
         tags["cluster"] = env["LAYERKIT_CLUSTER"]
+    if role == "web" and env.get("WEBAPP_PORT"):
+        tags["port"] = env["WEBAPP_PORT"]
     config: dict[str, object] = {
         "node_name": node_name(hostname),
         "bind": "0.0.0.0:7946",
@@ -58,6 +91,14 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
 
 
 def main() -> None:
+    keyring = os.environ.get("LAYERKIT_SERF_KEYRING")
+    if keyring:
+        try:
+            check_keyring(Path(keyring))
+        except KeyringError as exc:
+            # s6 restarts the service a second later: the key may still be on its way
+            print(f"serfagent: {exc}; not starting without it", file=sys.stderr, flush=True)
+            sys.exit(1)
     config = agent_config(os.environ, socket.gethostname())
     CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
     CONFIG_PATH.write_text(json.dumps(config, indent=2))

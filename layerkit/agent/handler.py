@@ -1,0 +1,204 @@
+"""The load balancer's Serf event handler: membership into haproxy.cfg, reloaded seamlessly.
+
+Serf runs it (one at a time) on member-join, -leave, -failed, -update and -reap. It never trusts
+the event's payload for the config: it reads the current alive members with role web, validates
+them (members.py), renders the template, and only when the result differs checks it with
+`haproxy -c`, replaces the file atomically and reloads the master-worker (SIGUSR2 through s6).
+Reloads are at least MIN_RELOAD_INTERVAL apart, so a burst of joins costs few of them. Every
+event and what came of it is appended to the event log as one JSON line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import jinja2
+
+from .lbsystem import LbSystem
+from .members import Backend, MembersError, Membership, parse_members, select_backends
+
+MIN_RELOAD_INTERVAL = 1.0  # seconds between two reloads; later events wait and batch up
+MAX_PAYLOAD = 64 * 1024    # bytes of the event's stdin kept for the log
+
+
+@dataclass(frozen=True)
+class Paths:
+    config: Path = Path("/etc/haproxy/haproxy.cfg")
+    template: Path = Path("/etc/layerkit/haproxy.cfg.j2")
+    event_log: Path = Path("/var/log/layerkit/events.log")
+    state_dir: Path = Path("/run/layerkit")
+    password_file: Path = Path("/etc/layerkit/stats-password")
+
+    @property
+    def lock(self) -> Path:
+        return self.state_dir / "handler.lock"
+
+    @property
+    def last_reload(self) -> Path:
+        return self.state_dir / "last-reload"
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 80
+    stats: int = 8404
+
+
+class System(Protocol):
+    """What the handler does to the world outside its files; a fake stands in for unit tests."""
+
+    def members(self) -> str: ...
+
+    def check(self, path: Path) -> str | None: ...  # None when valid, else the reason
+
+    def reload(self) -> str | None: ...  # None when signalled, else the reason
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # reload | unchanged | invalid | error
+    backends: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()
+    reason: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def render(template_text: str, backends: tuple[Backend, ...], ports: Ports = Ports()) -> str:
+    # an HAProxy config, not HTML: safety comes from members.py validating every value
+    env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
+                             keep_trailing_newline=True)
+    text = env.from_string(template_text).render(
+        backends=backends, http_port=ports.http, stats_port=ports.stats)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _wait_for_interval(paths: Paths, system: System) -> None:
+    """Sleep until MIN_RELOAD_INTERVAL has passed since the last reload (events batch up)."""
+    try:
+        last = float(paths.last_reload.read_text())
+    except (OSError, ValueError):
+        return
+    remaining = MIN_RELOAD_INTERVAL - (system.now() - last)
+    if 0 < remaining <= MIN_RELOAD_INTERVAL:
+        system.sleep(remaining)
+
+
+def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
+    """Bring haproxy.cfg in line with the alive web members; reload only on a change."""
+    _wait_for_interval(paths, system)
+    try:
+        membership = select_backends(parse_members(system.members()))
+    except (MembersError, OSError) as exc:
+        return Outcome("error", reason=f"cannot read members: {exc}")
+    names = tuple(b.name for b in membership.backends)
+    rejected = tuple(f"{r.name}: {r.reason}" for r in membership.rejected)
+    try:
+        text = render(paths.template.read_text(encoding="utf-8"), membership.backends, ports)
+    except (OSError, jinja2.TemplateError) as exc:
+        return Outcome("invalid", names, rejected, f"cannot render the template: {exc}")
+    if _current(paths.config) == text:
+        return Outcome("unchanged", names, rejected)
+    return _install(paths, system, text, membership, rejected)
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _install(paths: Paths, system: System, text: str, membership: Membership,
+             rejected: tuple[str, ...]) -> Outcome:
+    names = tuple(b.name for b in membership.backends)
+    candidate = paths.config.with_name(f".{paths.config.name}.candidate")
+    candidate.write_text(text, encoding="utf-8")
+    try:
+        problem = system.check(candidate)
+    finally:
+        candidate.unlink(missing_ok=True)
+    if problem is not None:
+        return Outcome("invalid", names, rejected, f"haproxy -c refused the render: {problem}")
+    write_atomically(paths.config, text)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    paths.last_reload.write_text(f"{system.now():.3f}\n")
+    problem = system.reload()
+    if problem is not None:
+        return Outcome("error", names, rejected, f"config replaced, reload failed: {problem}")
+    return Outcome("reload", names, rejected)
+
+
+def append_event(path: Path, record: dict[str, object]) -> None:
+    """One JSON line per record, appended: the log is never rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True, ensure_ascii=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Serf runs handlers one at a time; the lock covers a manual run beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def handle(event: str, payload: str, paths: Paths, system: System,
+           ports: Ports = Ports()) -> Outcome:
+    """Log the event, reconcile, log the outcome."""
+    started = system.now()
+    append_event(paths.event_log, {"ts": round(started, 3), "kind": "event", "event": event,
+                                   "payload": payload[:MAX_PAYLOAD]})
+    with locked(paths.lock):
+        outcome = reconcile(paths, system, ports)
+    append_event(paths.event_log, {
+        "ts": round(system.now(), 3), "kind": "outcome", "event": event,
+        "action": outcome.action, "backends": list(outcome.backends),
+        "rejected": list(outcome.rejected), "reason": outcome.reason,
+        "seconds": round(system.now() - started, 3)})
+    return outcome
+
+
+def main() -> int:
+    event = os.environ.get("SERF_EVENT", "manual")
+    if event == "user":
+        event = f"user:{os.environ.get('SERF_USER_EVENT', '')}"
+    payload = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PAYLOAD)
+    paths = Paths()
+    outcome = handle(event, payload, paths, LbSystem(paths.password_file))
+    if outcome.action in ("invalid", "error"):
+        print(f"layerkit handler: {outcome.action}: {outcome.reason}", file=sys.stderr)
+    for line in outcome.rejected:
+        print(f"layerkit handler: rejected member {line}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The load balancer's membership handler: validation, rendering, coalescing, reload decisions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from layerkit.agent import handler
+from layerkit.agent.handler import Paths, handle, reconcile, render
+from layerkit.agent.lbsystem import stats_password
+from layerkit.agent.members import (
+    Backend,
+    MembersError,
+    parse_address,
+    parse_members,
+    select_backends,
+    valid_name,
+)
+from tests.conftest import IMAGES
+
+TEMPLATE = IMAGES / "haproxy" / "haproxy.cfg.j2"
+
+
+def member(name: object, addr: object = "172.18.0.5:7946", *, role: str = "web",
+           status: str = "alive", **tags: object) -> dict[str, object]:
+    return {"name": name, "addr": addr, "port": 7946, "status": status,
+            "tags": {"role": role, **tags}, "protocol": {}}
+
+
+def doc(*members: dict[str, object]) -> str:
+    return json.dumps({"members": list(members) or None})
+
+
+@dataclass
+class FakeSystem:
+    """Stands in for serf, `haproxy -c` and s6; records what was asked of it."""
+
+    members_json: str = doc()
+    check_result: str | None = None
+    clock: float = 1_000.0
+    reloads: int = 0
+    checked: list[str] = field(default_factory=list)
+    slept: list[float] = field(default_factory=list)
+
+    def members(self) -> str:
+        return self.members_json
+
+    def check(self, path: Path) -> str | None:
+        self.checked.append(path.read_text())
+        return self.check_result
+
+    def reload(self) -> str | None:
+        self.reloads += 1
+        return None
+
+    def now(self) -> float:
+        return self.clock
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock += seconds
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    (tmp_path / "etc").mkdir()
+    template = tmp_path / "etc" / "haproxy.cfg.j2"
+    template.write_text(TEMPLATE.read_text())
+    return Paths(config=tmp_path / "etc" / "haproxy.cfg", template=template,
+                 event_log=tmp_path / "log" / "events.log", state_dir=tmp_path / "run",
+                 password_file=tmp_path / "etc" / "stats-password")
+
+
+# --- parsing and validation ---------------------------------------------------------------
+
+def test_members_null_means_none() -> None:
+    assert parse_members('{"members": null}') == []
+
+
+@pytest.mark.parametrize("text", ["", "[]", '{"members": 3}', "not json"])
+def test_members_garbage_is_an_error(text: str) -> None:
+    with pytest.raises(MembersError):
+        parse_members(text)
+
+
+@pytest.mark.parametrize("name", ["web-1", "a", "lk-demo-web-3f2a1b-0c9e1d", "A1"])
+def test_plain_hostnames_are_valid(name: str) -> None:
+    assert valid_name(name)
+
+
+@pytest.mark.parametrize("name", [
+    "", "-web", "web-", "web_1", "web.1", "web 1", "web\n    server evil 10.0.0.1:80",
+    "web\r", "x" * 64, "wéb", "web;", 'web"', "${HOME}", None, 42,
+])
+def test_anything_else_is_not_a_name(name: object) -> None:
+    assert not valid_name(name)
+
+
+@pytest.mark.parametrize(("addr", "ip"), [
+    ("172.18.0.5:7946", "172.18.0.5"), ("172.18.0.5", "172.18.0.5"),
+    ("[fd00::5]:7946", "fd00::5"), ("fd00::5", "fd00::5"),
+])
+def test_addresses(addr: str, ip: str) -> None:
+    assert parse_address(addr) == ip
+
+
+@pytest.mark.parametrize("addr", [
+    "", "web:7946", "172.18.0.500:7946", "172.18.0.5\n:80", "0.0.0.0:7946", "1.2.3.4:80 backup",
+    "224.0.0.1:7946", None, 7946, "[fd00::5:7946",
+])
+def test_bad_addresses(addr: object) -> None:
+    assert parse_address(addr) is None
+
+
+def test_select_keeps_alive_web_members_sorted_and_rejects_hostile_ones() -> None:
+    members = [
+        member("web-b", "172.18.0.6:7946"),
+        member("web-a", "172.18.0.5:7946", port="3000"),
+        member("lb-1", "172.18.0.2:7946", role="lb"),
+        member("web-gone", "172.18.0.9:7946", status="left"),
+        member("evil\n    server x 10.0.0.1:80", "172.18.0.7:7946"),
+        member("web-c", "172.18.0.8:7946", port="80\n    server y 10.0.0.2:80"),
+        member("web-d", "not-an-ip:7946"),
+        member("web-e", "172.18.0.10:7946", port="99999"),
+        member("web-a", "172.18.0.11:7946"),
+    ]
+    result = select_backends(members)
+    assert result.backends == (Backend("web-a", "172.18.0.5", 3000),
+                               Backend("web-b", "172.18.0.6", 3000))
+    assert len(result.rejected) == 5
+    assert all("\n" not in r.name for r in result.rejected)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+def test_empty_render_is_the_shipped_initial_config() -> None:
+    assert render(TEMPLATE.read_text(), ()) == (IMAGES / "haproxy" / "haproxy.cfg").read_text()
+
+
+def test_render_has_one_server_line_per_backend() -> None:
+    text = render(TEMPLATE.read_text(), (Backend("web-a", "172.18.0.5", 3000),
+                                         Backend("web-b", "fd00::6", 3001)))
+    servers = [ln.split() for ln in text.splitlines() if ln.strip().startswith("server ")]
+    assert servers == [["server", "web-a", "172.18.0.5:3000", "check"],
+                       ["server", "web-b", "[fd00::6]:3001", "check"]]
+
+
+def test_render_carries_the_settings_the_issue_asks_for() -> None:
+    text = render(TEMPLATE.read_text(), ())
+    for setting in ("master-worker", "hard-stop-after", "option idle-close-on-response",
+                    "option redispatch", "retries", "timeout check", "option httpchk",
+                    "stats auth admin:", "load-server-state-from-file"):
+        assert setting in text
+
+
+# --- reconcile: reload decisions --------------------------------------------------------------
+
+def test_change_reloads_once_and_no_change_does_not(paths: Paths) -> None:
+    system = FakeSystem(doc(member("web-a")))
+    assert reconcile(paths, system).action == "reload"
+    assert "server web-a 172.18.0.5:3000 check" in paths.config.read_text()
+    system.clock += 60
+    assert reconcile(paths, system).action == "unchanged"
+    assert system.reloads == 1
+    assert len(system.checked) == 1
+
+
+def test_empty_members_render_a_valid_config_without_servers(paths: Paths) -> None:
+    paths.config.write_text("old\n")
+    system = FakeSystem('{"members": null}')
+    outcome = reconcile(paths, system)
+    assert outcome.action == "reload"
+    assert outcome.backends == ()
+    lines = paths.config.read_text().splitlines()
+    assert not [ln for ln in lines if ln.strip().startswith("server ")]
+
+
+def test_invalid_render_keeps_the_running_config(paths: Paths) -> None:
+    paths.config.write_text("running\n")
+    system = FakeSystem(doc(member("web-a")), check_result="[ALERT] parsing error")
+    outcome = reconcile(paths, system)
+    assert outcome.action == "invalid"
+    assert "parsing error" in outcome.reason
+    assert paths.config.read_text() == "running\n"
+    assert system.reloads == 0
+    assert list(paths.config.parent.glob(".*")) == []  # no candidate left behind
+
+
+def test_unreadable_members_change_nothing(paths: Paths) -> None:
+    paths.config.write_text("running\n")
+    outcome = reconcile(paths, FakeSystem("garbage"))
+    assert outcome.action == "error"
+    assert paths.config.read_text() == "running\n"
+
+
+def test_hostile_member_never_reaches_the_config(paths: Paths) -> None:
+    hostile = "x\n    server evil 10.9.9.9:80\nlisten y"
+    system = FakeSystem(doc(member("web-a"), member(hostile, "172.18.0.9:7946")))
+    outcome = reconcile(paths, system)
+    text = paths.config.read_text()
+    assert "evil" not in text
+    assert "10.9.9.9" not in text
+    assert "172.18.0.9" not in text
+    assert outcome.backends == ("web-a",)
+    assert len(outcome.rejected) == 1
+
+
+def test_reloads_are_spaced_so_bursts_batch_up(paths: Paths) -> None:
+    """Ten joins arriving one per event cost reloads at most MIN_RELOAD_INTERVAL apart."""
+    system = FakeSystem()
+    joined: list[dict[str, object]] = []
+    for i in range(10):
+        joined.append(member(f"web-{i}", f"172.18.0.{10 + i}:7946"))
+        system.members_json = doc(*joined)
+        reconcile(paths, system)
+        system.clock += 0.1  # the next event arrives 100 ms later
+    assert system.slept
+    assert all(s <= handler.MIN_RELOAD_INTERVAL for s in system.slept)
+
+
+def test_handle_appends_events_and_outcomes(paths: Paths) -> None:
+    system = FakeSystem(doc(member("web-a")))
+    handle("member-join", "web-a\t172.18.0.5\tweb\trole=web\n", paths, system)
+    handle("member-leave", "evil\nname", paths, system)
+    records = [json.loads(ln) for ln in paths.event_log.read_text().splitlines()]
+    assert [(r["kind"], r["event"]) for r in records] == [
+        ("event", "member-join"), ("outcome", "member-join"),
+        ("event", "member-leave"), ("outcome", "member-leave")]
+    assert [r["action"] for r in records if r["kind"] == "outcome"] == ["reload", "unchanged"]
+
+
+def test_stats_password_must_be_well_formed(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("abcdefghijklmnop_-\n")
+    assert stats_password(path) == "abcdefghijklmnop_-"
+    path.write_text('short"\n')
+    assert stats_password(path) is None
+    assert stats_password(tmp_path / "missing") is None
