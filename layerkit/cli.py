@@ -25,7 +25,7 @@ from .build import BuildEvent, build_all, parent_ref
 from .dockerfile import generate
 from .engine import connect
 from .errors import BuildError, LayerkitError
-from .specs import build_order, load_all
+from .specs import build_order, load_all, with_base
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,6 +125,7 @@ def doctor_cmd(
 @app.command("build")
 @fails_cleanly
 def build_cmd(
+    ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(
         help="Images to build (default: all); the images they stand on come first.")] = None,
     *,
@@ -134,11 +135,17 @@ def build_cmd(
     print_only: Annotated[str | None, typer.Option("--print", metavar="NAME",
                                                    help="Print NAME's generated Dockerfile "
                                                    "and exit.")] = None,
+    base: Annotated[str | None, typer.Option(
+        "--base", envvar="LAYERKIT_BASE_IMAGE", metavar="REF",
+        help="Base image for specs that bootstrap their parent (default: the spec's parent, "
+             "debian:bookworm-slim).")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
     """Generate the Dockerfiles from the specs and build the images, base first."""
-    specs = load_all(images, PACKAGE_DIR)
+    specs = with_base(load_all(images, PACKAGE_DIR), base)
+    _explain(ctx, "images", images)
+    _explain(ctx, "base", base)
     if print_only is not None:
         spec = build_order(specs, [print_only])[-1]
         out.print(generate(spec, parent_ref(spec, specs, __version__), __version__).text,
@@ -153,6 +160,15 @@ def build_cmd(
         out.print(report.build_json(built), markup=False)
     else:
         out.print(report.build_table(built), markup=False)
+
+
+def _explain(ctx: typer.Context, param: str, value: object) -> None:
+    """Under --verbose, say where a setting came from (option, environment or default)."""
+    if not State.verbose:
+        return
+    source = ctx.get_parameter_source(param)
+    origin = source.name.lower() if source is not None else "default"
+    err.print(f"setting {param} = {value} (from {origin})", markup=False)
 
 
 class _BuildProgress:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,16 @@ def _ports(ctx: _Ctx, raw: Any) -> tuple[int, ...]:
             isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in raw):
         raise ctx.fail("must be a list of port numbers (1-65535)", "ports")
     return tuple(raw)
+
+
+def with_base(specs: dict[str, ImageSpec], base: str | None) -> dict[str, ImageSpec]:
+    """Specs with `base` as the parent of every spec that bootstraps its parent."""
+    if not base:
+        return specs
+    if not _REF_RE.match(base):
+        raise UsageError(f"--base: {base!r} is not an image reference")
+    return {name: replace(spec, parent=base) if spec.bootstrap else spec
+            for name, spec in specs.items()}
 
 
 def build_order(specs: dict[str, ImageSpec], names: list[str] | None = None) -> list[ImageSpec]:

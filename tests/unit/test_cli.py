@@ -67,3 +67,22 @@ def test_unreachable_engine_is_one_line_exit_1(host: str) -> None:
     assert len(lines) <= 2  # the error and a hint
     if len(lines) == 2:
         assert lines[1].startswith("hint: ")
+
+
+def test_base_option_and_env_with_sources_under_verbose() -> None:
+    images = str(ROOT / "images")
+    result = runner.invoke(app, ["-v", "build", "--images", images, "--print", "base",
+                                 "--base", "debian:trixie-slim"])
+    assert result.exit_code == 0, result.stderr
+    assert "FROM debian:trixie-slim" in result.stdout
+    assert "setting base = debian:trixie-slim (from commandline)" in result.stderr
+    result = runner.invoke(app, ["-v", "build", "--images", images, "--print", "webapp"],
+                           env={"LAYERKIT_BASE_IMAGE": "debian:bookworm"})
+    assert "FROM layerkit/base:" in result.stdout  # only specs that bootstrap their parent change
+    assert "setting base = debian:bookworm (from environment)" in result.stderr
+
+
+def test_bad_base_reference_exit_2() -> None:
+    result = runner.invoke(app, ["build", "--images", str(ROOT / "images"), "--base", "Bad!"])
+    assert result.exit_code == 2
+    assert "not an image reference" in result.stderr
