@@ -34,6 +34,7 @@ __all__ = [
     "engine_info",
     "find_image",
     "pull_image",
+    "save_image",
 ]
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -132,3 +133,9 @@ def pull_image(client: DockerClient, ref: str) -> Image | None:
             return client.images.pull(repo, tag=tag or "latest")
         except (docker.errors.NotFound, docker.errors.APIError):
             return None
+
+
+def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The `docker save` stream of `ref`, as it arrives (legacy or OCI layout, per engine)."""
+    with engine_errors(f"saving image {ref}"):
+        yield from client.api.get_image(ref, chunk_size=chunk_size)

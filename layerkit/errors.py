@@ -63,3 +63,19 @@ class BuildError(LayerkitError):
 
 class BootstrapError(LayerkitError):
     """The base root filesystem could not be obtained."""
+
+
+class ArchiveError(UsageError):
+    """A saved image archive cannot be read (corrupt, truncated, not an image)."""
+
+
+class NotATar(ArchiveError):
+    """The archive, or a layer inside it, is not a tar."""
+
+
+class TruncatedArchive(ArchiveError):
+    """The archive ends before its data does, or before its manifest."""
+
+
+class MissingLayer(ArchiveError):
+    """A manifest names a layer or config that the archive does not hold."""
