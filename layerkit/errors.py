@@ -79,3 +79,7 @@ class TruncatedArchive(ArchiveError):
 
 class MissingLayer(ArchiveError):
     """A manifest names a layer or config that the archive does not hold."""
+
+
+class ClusterError(LayerkitError):
+    """A cluster did not reach the state asked for (not ready in time, parts missing)."""
