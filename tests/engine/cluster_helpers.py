@@ -1,0 +1,120 @@
+"""Helpers for the cluster's engine tests and benchmark: HTTP to 127.0.0.1 only, bounded loops."""
+
+from __future__ import annotations
+
+import http.client
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+def unique_name(prefix: str = "lkt") -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1", f"tests only talk to 127.0.0.1, not {url}"
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+def get_backend(url: str, timeout: float = 5.0) -> str:
+    """One request on a new connection; the address of the web app that answered."""
+    host, port = host_port(url)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise AssertionError(f"HTTP {response.status}")
+        return response.getheader("x-backend-ip") or "?"
+    finally:
+        conn.close()
+
+
+def backends(url: str, requests: int = 30) -> set[str]:
+    return {get_backend(url) for _ in range(requests)}
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return True
+        except (OSError, AssertionError, http.client.HTTPException):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+@dataclass
+class LoadLoop:
+    """Requests at a steady pace in a thread, bounded in count and time.
+
+    keep_alive=True reuses one client connection (reconnecting only when the server said it
+    would close), so a connection broken by a reload shows up as a failure.
+    """
+
+    url: str
+    keep_alive: bool = False
+    interval: float = 0.02
+    max_requests: int = 5000
+    max_seconds: float = 90.0
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    seen: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> LoadLoop:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.max_seconds + 10)
+
+    @property
+    def total(self) -> int:
+        return self.ok + len(self.failures)
+
+    def _run(self) -> None:
+        host, port = host_port(self.url)
+        deadline = time.monotonic() + self.max_seconds
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set() and self.total < self.max_requests \
+                and time.monotonic() < deadline:
+            if conn is None or not self.keep_alive:
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    self.ok += 1
+                    self.seen.append((time.monotonic(), response.getheader("x-backend-ip", "")))
+                else:
+                    self.failures.append(f"HTTP {response.status}")
+                if response.will_close or not self.keep_alive:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = None
+            time.sleep(self.interval)
+        if conn is not None:
+            conn.close()
+
+    def last_seen(self, backend: str) -> float | None:
+        times = [t for t, b in self.seen if b == backend]
+        return max(times) if times else None

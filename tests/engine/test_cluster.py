@@ -1,0 +1,162 @@
+"""The dynamic cluster against the real engine, HAProxy and Serf (one cluster for the module).
+
+HTTP goes only to the ports the cluster publishes on 127.0.0.1; every load loop is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from layerkit import cluster
+from layerkit.cli import app
+from layerkit.engine import (
+    Container,
+    DockerClient,
+    exec_in,
+    get_file,
+    labelled_containers,
+    remove_container,
+)
+from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, wait_until
+
+
+@pytest.fixture(scope="module")
+def running(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+    """A cluster of three web apps, removed at the end whatever happened."""
+    name = unique_name()
+    try:
+        result = cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 3)
+        assert result.ready, "three web apps did not all serve within the wait"
+        yield name
+    finally:
+        cluster.down(docker_client, name)
+
+
+def url_of(client: DockerClient, name: str) -> str:
+    url = cluster.endpoints(client, name).url
+    assert url is not None
+    return url
+
+
+def webs(client: DockerClient, name: str) -> list[Container]:
+    return [c for c in labelled_containers(client, cluster.labels(name, "web"))
+            if c.status == "running"]
+
+
+def lb(client: DockerClient, name: str) -> Container:
+    (found,) = labelled_containers(client, cluster.labels(name, "lb"))
+    return found
+
+
+def test_up_three_distinct_backends_answer(docker_client: DockerClient, running: str) -> None:
+    assert len(backends(url_of(docker_client, running))) == 3
+
+
+def test_scale_to_six_then_two(docker_client: DockerClient, running: str) -> None:
+    url = url_of(docker_client, running)
+    result = cluster.scale(docker_client, running, 6)
+    assert result.ready
+    assert len(backends(url, 40)) == 6
+    result = cluster.scale(docker_client, running, 2)
+    assert result.ready
+    assert len(backends(url, 20)) == 2
+    assert len(webs(docker_client, running)) == 2
+
+
+def test_scale_is_idempotent_and_restores_removed(docker_client: DockerClient,
+                                                  running: str) -> None:
+    again = cluster.scale(docker_client, running, 2)
+    assert again.started == ()
+    assert again.removed == ()
+    remove_container(webs(docker_client, running)[0])
+    restored = cluster.scale(docker_client, running, 2)
+    assert len(restored.started) == 1
+    assert restored.ready
+    assert len(backends(url_of(docker_client, running), 20)) == 2
+
+
+def test_kill_under_load_fails_no_request(docker_client: DockerClient, running: str) -> None:
+    cluster.scale(docker_client, running, 3)
+    url = url_of(docker_client, running)
+    victim = webs(docker_client, running)[0]
+    victim.reload()
+    victim_ip = victim.attrs["NetworkSettings"]["Networks"][cluster.network_name(running)][
+        "IPAddress"]
+    with LoadLoop(url, max_seconds=30) as loop:
+        assert wait_until(lambda: loop.last_seen(victim_ip) is not None, timeout=10)
+        victim.kill()
+        killed_at = time.monotonic()
+        # HAProxy stops sending it traffic: its server is DOWN (health check) or gone (Serf)
+        assert wait_until(lambda: not _in_rotation(docker_client, running, victim_ip),
+                          timeout=10, interval=0.1)
+        out_after = time.monotonic() - killed_at
+        ok_before = loop.ok
+        assert wait_until(lambda: loop.ok > ok_before + 50, timeout=10)
+    assert loop.failures == [], loop.failures[:5]
+    assert out_after < 3.5
+
+
+def _in_rotation(client: DockerClient, name: str, ip: str) -> bool:
+    view = cluster.lb_view(lb(client, name))
+    assert view is not None
+    return any(s.address.startswith(f"{ip}:") and s.status.startswith("UP")
+               for s in view.servers)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
+def test_twenty_reloads_under_load_fail_no_request(docker_client: DockerClient, running: str,
+                                                   keep_alive: bool) -> None:
+    cluster.scale(docker_client, running, 3)
+    balancer = lb(docker_client, running)
+    with LoadLoop(url_of(docker_client, running), keep_alive=keep_alive, interval=0.005,
+                  max_seconds=40) as loop:
+        assert wait_until(lambda: loop.ok > 20, timeout=10)
+        for _ in range(20):
+            code, output = exec_in(balancer, ["s6-svc", "-2", "/etc/services.d/haproxy"])
+            assert code == 0, output
+            time.sleep(0.3)
+        time.sleep(0.5)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 200
+
+
+def test_status_shows_three_views_and_no_secret(docker_client: DockerClient,
+                                                running: str) -> None:
+    result = CliRunner().invoke(app, ["status", "--name", running, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["schema"] == "layerkit/status/v1"
+    assert {c["role"] for c in doc["containers"]} == {"lb", "web"}
+    assert {m["role"] for m in doc["members"] if m["status"] == "alive"} == {"lb", "web"}
+    assert all(b["status"].startswith("UP") for b in doc["backends"])
+    key = json.loads(get_file(lb(docker_client, running), cluster.KEYRING_PATH))[0]
+    password = cluster.stats_password(docker_client, running)
+    table = CliRunner().invoke(app, ["status", "--name", running])
+    for text in (result.output, table.output):
+        assert key not in text
+        assert password not in text
+    inspect = json.dumps(lb(docker_client, running).attrs)
+    assert key not in inspect
+    assert password not in inspect
+
+
+def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> None:
+    """s6 restarts a dead Serf agent; the engine restarts a container whose PID 1 exited."""
+    target = webs(docker_client, running)[0]
+    code, _ = exec_in(target, ["s6-svc", "-k", "/etc/services.d/serf"])
+    assert code == 0
+    target.reload()
+    code, _ = exec_in(target, ["s6-svscanctl", "-t", "/etc/services.d"])
+
+    def restarted() -> bool:
+        target.reload()
+        return target.attrs["RestartCount"] >= 1 and target.status == "running"
+
+    assert wait_until(restarted, timeout=30)
+    assert cluster.wait_ready(docker_client, running, len(webs(docker_client, running)),
+                              timeout=30)
