@@ -1,0 +1,161 @@
+"""Membership edge cases: start order, agents without the key, hostile names; side by side; down."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from layerkit import cluster
+from layerkit.engine import (
+    Container,
+    DockerClient,
+    create_network,
+    exec_in,
+    get_file,
+    labelled_containers,
+    labelled_networks,
+    labelled_volumes,
+    put_files,
+    remove_container,
+)
+from tests.engine.cluster_helpers import backends, unique_name, wait_until
+
+
+@pytest.fixture
+def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+    name = unique_name()
+    try:
+        yield name
+    finally:
+        cluster.down(docker_client, name)
+
+
+def url_of(client: DockerClient, name: str) -> str:
+    url = cluster.endpoints(client, name).url
+    assert url is not None
+    return url
+
+
+def lb(client: DockerClient, name: str) -> Container:
+    (found,) = labelled_containers(client, cluster.labels(name, "lb"))
+    return found
+
+
+def test_web_apps_started_before_the_load_balancer_join_it(docker_client: DockerClient,
+                                                           cluster_name: str) -> None:
+    opts = cluster.ClusterOptions(name=cluster_name, port=0)
+    made = cluster.new_secrets()
+    create_network(docker_client, cluster.network_name(cluster_name),
+                   cluster.labels(cluster_name, "network"))
+    cluster._launch_webs(docker_client, opts, made.keyring, 2)
+    webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
+    # their agents run and keep retrying to join `lb`, which does not exist yet
+    assert wait_until(lambda: all(exec_in(w, ["serf", "members"])[0] == 0 for w in webs),
+                      timeout=20)
+    cluster._launch(docker_client, cluster._lb_spec(opts), cluster._lb_files(made))
+    assert cluster.wait_ready(docker_client, cluster_name, 2, timeout=30)
+    assert len(backends(url_of(docker_client, cluster_name), 20)) == 2
+
+
+def _serf_container(client: DockerClient, name: str, config: dict[str, object],
+                    keyring: bytes | None) -> Container:
+    """A bare Serf agent on the cluster's network, as an outsider would run one."""
+    container = client.containers.create(
+        f"layerkit/webapp:{cluster.__version__}",
+        ["serf", "agent", "-config-file=/etc/layerkit/outsider.json"],
+        network=cluster.network_name(name), labels=cluster.labels(name, "test-outsider"))
+    files = {"/etc/layerkit/outsider.json": (json.dumps(config).encode(), 0o600)}
+    if keyring is not None:
+        files[cluster.KEYRING_PATH] = (keyring, 0o600)
+    put_files(container, files)
+    container.start()
+    return container
+
+
+def _outsider_config(node: str, keyring: bool, **tags: str) -> dict[str, object]:
+    config: dict[str, object] = {
+        "node_name": node, "bind": "0.0.0.0:7946", "tags": {"role": "web", **tags},
+        "retry_join": ["lb"], "retry_interval": "1s", "log_level": "warn"}
+    if keyring:
+        config["keyring_file"] = cluster.KEYRING_PATH
+    return config
+
+
+def _members(client: DockerClient, name: str) -> list[str]:
+    view = cluster.lb_view(lb(client, name))
+    assert view is not None
+    return [m.name for m in view.members]
+
+
+def test_agent_without_the_key_never_becomes_a_backend(docker_client: DockerClient,
+                                                       cluster_name: str) -> None:
+    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
+    outsider = _serf_container(docker_client, cluster_name,
+                               _outsider_config("outsider-1", keyring=False), None)
+    try:
+        # it keeps trying to join for a while; it never shows up anywhere on the inside
+        assert not wait_until(lambda: any("outsider" in m for m in
+                                          _members(docker_client, cluster_name)), timeout=8)
+        config = get_file(lb(docker_client, cluster_name), "/etc/haproxy/haproxy.cfg").decode()
+        assert "outsider" not in config
+        assert len(backends(url_of(docker_client, cluster_name), 10)) == 1
+    finally:
+        remove_container(outsider)
+
+
+HOSTILE = [
+    ("web-x\n    server evil 10.9.9.9:80 check\nlisten pwn", {}),
+    ("web-y", {"port": "3000 check\n    server evil2 10.9.9.8:80"}),
+    ('web"z ${HOME}', {}),
+]
+
+
+def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClient,
+                                                      cluster_name: str) -> None:
+    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
+    balancer = lb(docker_client, cluster_name)
+    keyring = get_file(balancer, cluster.KEYRING_PATH)  # an insider gone bad holds the key
+    hostile = [_serf_container(docker_client, cluster_name,
+                               _outsider_config(node, keyring=True, **tags), keyring)
+               for node, tags in HOSTILE]
+    try:
+        assert wait_until(lambda: len(_members(docker_client, cluster_name)) == 2 + len(HOSTILE),
+                          timeout=20)
+        assert wait_until(lambda: b"rejected" in get_file(balancer,
+                                                          "/var/log/layerkit/events.log")
+                          and b"web-y" in get_file(balancer, "/var/log/layerkit/events.log"),
+                          timeout=10)
+        config = get_file(balancer, "/etc/haproxy/haproxy.cfg").decode()
+        assert "evil" not in config
+        assert "10.9.9" not in config
+        assert "${HOME}" not in config
+        servers = [ln for ln in config.splitlines() if ln.strip().startswith("server ")]
+        assert len(servers) == 1
+        assert len(backends(url_of(docker_client, cluster_name), 10)) == 1
+    finally:
+        for container in hostile:
+            remove_container(container)
+
+
+def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: DockerClient,
+                                                            built_images: dict[str, str]) -> None:
+    names = [unique_name(), unique_name()]
+    try:
+        for name in names:
+            assert cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 2).ready
+        seen = [backends(url_of(docker_client, name), 20) for name in names]
+        assert [len(s) for s in seen] == [2, 2]
+        assert not seen[0] & seen[1]
+        for name in names:
+            assert all(m.startswith(f"{name}-") for m in _members(docker_client, name))
+        cluster.down(docker_client, names[0])
+        project = {cluster.PROJECT_LABEL: names[0]}
+        assert labelled_containers(docker_client, project) == []
+        assert labelled_networks(docker_client, project) == []
+        assert labelled_volumes(docker_client, project) == []
+        assert backends(url_of(docker_client, names[1]), 10) == seen[1]
+    finally:
+        for name in names:
+            cluster.down(docker_client, name)
