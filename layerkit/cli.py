@@ -20,11 +20,12 @@ from rich.progress import (
     TextColumn,
 )
 
-from . import __version__, cluster, doctor, report
+from . import __version__, analyze, cluster, doctor, gate, lint, report, report_analyze
+from .archive import SavedImage, read_archive
 from .build import BuildEvent, build_all, parent_ref
 from .dockerfile import generate
-from .engine import connect
-from .errors import BuildError, ClusterError, LayerkitError
+from .engine import connect, save_image
+from .errors import BuildError, ClusterError, LayerkitError, NotFound, UsageError
 from .specs import build_order, load_all, with_base
 
 P = ParamSpec("P")
@@ -316,6 +317,116 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
+
+
+# --- analyze and lint (issue 4) ------------------------------------------------------------------
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+_ANALYZE_RENDER = {ReportFormat.table: report_analyze.analyze_table,
+                   ReportFormat.json: report_analyze.analyze_json,
+                   ReportFormat.markdown: report_analyze.analyze_markdown,
+                   ReportFormat.html: report_analyze.analyze_html}
+
+
+@app.command("analyze")
+@fails_cleanly
+def analyze_cmd(
+    images: Annotated[list[str] | None, typer.Argument(
+        help="Images to analyse (names or ids); several: also which bytes they share.")] = None,
+    *,
+    archive: Annotated[Path | None, typer.Option(
+        "--archive", help="Analyse a saved image tar (docker save, legacy or OCI); no engine.")]
+    = None,
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] =
+    ReportFormat.table,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Directory for the report files (JSON, Markdown, HTML with a chart).")] =
+    Path("reports"),
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report files.")]
+    = False,
+    dockerfile: Annotated[Path | None, typer.Option(
+        "--dockerfile", help="Lint this Dockerfile and attach findings to the layers.")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many reclaimable paths to list.")] = 20,
+    min_efficiency: Annotated[float | None, typer.Option(
+        "--min-efficiency", help="Fail below this dive-compatible efficiency (0..1).")] = None,
+    max_reclaimable: Annotated[str | None, typer.Option(
+        "--max-reclaimable", help="Fail above this many reclaimable bytes (50MB) or percent.")]
+    = None,
+    max_junk: Annotated[str | None, typer.Option(
+        "--max-junk", help="Fail above this many junk bytes (10MB) or percent.")] = None,
+    dive_ci: Annotated[Path, typer.Option(
+        "--dive-ci", help="dive's CI rules file, read when it exists.")] = Path(".dive-ci"),
+) -> None:
+    """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
+    rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
+    saved = _saved_images(images or [], archive)
+    lint_report = lint.lint_file(dockerfile) if dockerfile is not None else None
+    result = analyze.analyze(saved, top=top, lint=lint_report)
+    out.print(_ANALYZE_RENDER[output](result), markup=False, end="" if output in (
+        ReportFormat.markdown, ReportFormat.html) else "\n")
+    if not no_report:
+        _write_reports(out_dir, report_analyze.report_files(result))
+    failed = [line for image in result.images for line in gate.check(image, rules)]
+    for line in failed:
+        err.print(f"gate: {line}", markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
+                max_junk: str | None, dive_ci: Path) -> gate.GateRules:
+    rules = gate.GateRules(
+        min_efficiency=min_efficiency,
+        max_reclaimable=gate.parse_limit(max_reclaimable) if max_reclaimable else None,
+        max_junk=gate.parse_limit(max_junk) if max_junk else None)
+    return gate.read_dive_ci(dive_ci, rules) if dive_ci.is_file() else rules
+
+
+def _saved_images(refs: list[str], archive_path: Path | None) -> list[SavedImage]:
+    if not refs and archive_path is None:
+        raise UsageError("name at least one image, or --archive FILE")
+    saved: list[SavedImage] = []
+    if archive_path is not None:
+        if not archive_path.is_file():
+            raise NotFound(f"no archive at {archive_path}")
+        saved.extend(read_archive(archive_path, hash_content=True).images)
+    if refs:
+        client = connect(os.environ)
+        for ref in refs:
+            saved.append(read_archive(save_image(client, ref), hash_content=True).images[0])
+    return saved
+
+
+def _write_reports(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    err.print(f"analyze: wrote {', '.join(str(directory / n) for n in files)}", markup=False)
+
+
+@app.command("lint")
+@fails_cleanly
+def lint_cmd(
+    dockerfile: Annotated[Path, typer.Argument(help="The Dockerfile to check.")] =
+    Path("Dockerfile"),
+    *,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """Layer rules on a Dockerfile: each finding with its line, rule id and a one-line fix."""
+    result = lint.lint_file(dockerfile)
+    if output is OutputFormat.json:
+        out.print(report_analyze.lint_json(result), markup=False)
+    else:
+        out.print(report_analyze.lint_table(result), markup=False)
+    if result.findings:
+        raise typer.Exit(1)
 
 
 def main() -> None:

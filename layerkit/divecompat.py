@@ -1,0 +1,124 @@
+"""dive 0.13's efficiency figures, recomputed from layer entries, for users who know dive.
+
+dive's model differs from overlayfs (and from `reclaimable_bytes`), and these figures keep its
+quirks on purpose, so that they match dive on the same image:
+
+- Only *leaves* of each layer's tree are scored (a directory listed with children is not).
+- Sizes are tar header sizes: hardlinks count 0, so a copied-up hardlinked file counts once.
+- A path seen in two or more layers is "inefficient" and its bytes in *every* layer count as
+  wasted, the final version included (`wasted_bytes_dive` can exceed what a squash saves).
+- A whiteout of a file scores 0 bytes, so the deleted file's bytes are wasted; a whiteout of a
+  directory scores the size of the subtree it deletes, so deleting a directory costs nothing.
+- Opaque directory markers (`.wh..wh..opq`) are ignored: what they hide is not waste to dive.
+- A non-directory over a directory does not hide its subtree in dive's stacked tree.
+- `efficiency` = sum over paths of the smallest version / sum over paths of all versions;
+  `user_wasted_percent` = wasted bytes / bytes of all layers but the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .archive import Entry
+from .fsview import is_opaque_marker, whiteout_target
+
+__all__ = ["DiveFigures", "dive_figures"]
+
+
+@dataclass(frozen=True)
+class DiveFigures:
+    efficiency: float
+    wasted_bytes_dive: int
+    user_wasted_percent: float
+    size_bytes: int          # dive's image size: all layers' tar header sizes
+    user_size_bytes: int     # the same without the first layer
+
+
+@dataclass
+class _Score:
+    count: int = 0
+    total: int = 0
+    smallest: int = -1
+
+
+class _Stack:
+    """dive's stacked tree: path -> (is_dir, size), with children for subtree sums."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, tuple[bool, int]] = {}
+        self.children: dict[str, set[str]] = {}
+
+    def add(self, path: str, is_dir: bool, size: int) -> None:
+        if path not in self.nodes:
+            parent = path.rpartition("/")[0]
+            self.children.setdefault(parent, set()).add(path)
+        self.nodes[path] = (is_dir, size)
+
+    def remove(self, path: str) -> None:
+        if path not in self.nodes:
+            return
+        for child in list(self.children.get(path, ())):
+            self.remove(child)
+        self.children.pop(path, None)
+        del self.nodes[path]
+        self.children[path.rpartition("/")[0]].discard(path)
+
+    def subtree_size(self, path: str) -> int:
+        total, todo = 0, [path]
+        while todo:
+            here = todo.pop()
+            total += self.nodes.get(here, (False, 0))[1]
+            todo.extend(self.children.get(here, ()))
+        return total
+
+
+def _layer_tree(entries: Sequence[Entry]) -> dict[str, tuple[bool, int, bool]]:
+    """A layer as dive sees it: path -> (is_dir, size, whiteout), implicit parents included."""
+    tree: dict[str, tuple[bool, int, bool]] = {}
+    for entry in entries:
+        if is_opaque_marker(entry.path):
+            continue
+        target = whiteout_target(entry.path)
+        path = target or entry.path
+        parent = path.rpartition("/")[0]
+        while parent and parent not in tree:  # dive adds missing parents with empty metadata
+            tree[parent] = (False, 0, False)
+            parent = parent.rpartition("/")[0]
+        tree[path] = (entry.kind == "dir", entry.size, target is not None)
+    return tree
+
+
+def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
+    scores: dict[str, _Score] = {}
+    stack = _Stack()
+    sizes = [sum(e.size for e in entries) for entries in layers]
+    for entries in layers:
+        tree = _layer_tree(entries)
+        parents = {path.rpartition("/")[0] for path in tree}
+        for path, (_, size, whiteout) in tree.items():
+            if path in parents:
+                continue  # not a leaf
+            if whiteout:
+                was_dir = stack.nodes.get(path, (False, 0))[0]
+                size = stack.subtree_size(path) if was_dir else 0
+            score = scores.setdefault(path, _Score())
+            score.count += 1
+            score.total += size
+            score.smallest = size if score.smallest < 0 else min(score.smallest, size)
+        for path, (is_dir, size, whiteout) in tree.items():
+            if whiteout:
+                stack.remove(path)
+            else:
+                stack.add(path, is_dir, size)
+    return _figures(scores, sizes)
+
+
+def _figures(scores: dict[str, _Score], sizes: list[int]) -> DiveFigures:
+    smallest = sum(s.smallest for s in scores.values())
+    total = sum(s.total for s in scores.values())
+    wasted = sum(s.total for s in scores.values() if s.count > 1)
+    user = sum(sizes[1:])
+    return DiveFigures(efficiency=smallest / total if total else 1.0, wasted_bytes_dive=wasted,
+                       user_wasted_percent=wasted / user if user else 0.0,
+                       size_bytes=sum(sizes), user_size_bytes=user)
