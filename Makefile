@@ -27,9 +27,11 @@ setup: engine
 images: setup
 	$(LK) build
 
-# The main job: images built, a 3-node cluster started.
+# The main job: images built, a 3-node cluster started (replacing an earlier demo cluster);
+# it prints the URL, http://127.0.0.1:8080/ by default.
 demo: images
-	@echo "images built; the cluster command lands with the cluster issue"
+	$(LK) down --name demo
+	$(LK) up --scale $(SCALE) --name demo
 
 lint: venv
 	$(VENV)/bin/ruff check layerkit tests bench
