@@ -1,0 +1,86 @@
+"""The cluster's pure parts: option checks, HAProxy's stat CSV, the status view and renderers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerkit import cluster, report
+from layerkit.agent.lbstatus import parse_stat_csv
+from layerkit.clusterview import (
+    ClusterStatus,
+    ContainerRow,
+    Endpoints,
+    parse_view,
+    shown,
+)
+from layerkit.errors import UsageError
+
+STAT = """# pxname,svname,qcur,status,addr,check_status,stot
+web,FRONTEND,,OPEN,,,12
+webapps,demo-web-1-aaaaaa,0,UP,172.18.0.3:3000,L7OK,7
+webapps,demo-web-2-bbbbbb,0,DOWN,172.18.0.4:3000,L4TOUT,2
+webapps,BACKEND,0,UP,,,9
+stats,FRONTEND,,OPEN,,,0
+"""
+
+
+def test_stat_csv_gives_the_web_servers_only() -> None:
+    servers = parse_stat_csv(STAT)
+    assert [(s["name"], s["status"], s["address"], s["check"]) for s in servers] == [
+        ("demo-web-1-aaaaaa", "UP", "172.18.0.3:3000", "L7OK"),
+        ("demo-web-2-bbbbbb", "DOWN", "172.18.0.4:3000", "L4TOUT")]
+
+
+def test_view_escapes_what_came_from_the_network() -> None:
+    view = parse_view({"members": [{"name": "evil\nname", "address": "1.2.3.4:7946",
+                                    "status": "alive", "role": "web"}],
+                       "servers": [{"name": "a", "status": "UP", "sessions": "3"},
+                                   {"name": "b", "status": "DOWN", "sessions": "x"}],
+                       "haproxy": True})
+    assert view.members[0].name == repr("evil\nname")
+    assert view.serving == 1
+    assert [s.sessions for s in view.servers] == [3, 0]
+    assert shown("t1-web-abc-def") == "t1-web-abc-def"
+    assert "\x1b" not in shown("\x1b[31mred")
+
+
+@pytest.mark.parametrize("name", ["", "Demo", "1abc", "a" * 25, "a_b", "a b"])
+def test_bad_cluster_names(name: str) -> None:
+    with pytest.raises(UsageError):
+        cluster.validate_name(name)
+
+
+@pytest.mark.parametrize("opts", [
+    cluster.ClusterOptions(bind="localhost"), cluster.ClusterOptions(port=70000),
+    cluster.ClusterOptions(stats_port=-1)])
+def test_bad_options(opts: cluster.ClusterOptions) -> None:
+    with pytest.raises(UsageError):
+        cluster.validate_options(opts)
+
+
+def test_scale_bounds() -> None:
+    cluster.validate_scale(0)
+    cluster.validate_scale(cluster.MAX_SCALE)
+    with pytest.raises(UsageError):
+        cluster.validate_scale(-1)
+
+
+def test_secrets_are_fresh_and_shaped_for_serf() -> None:
+    a, b = cluster.new_secrets(), cluster.new_secrets()
+    assert a.keyring != b.keyring
+    assert a.password != b.password
+    (key,) = json.loads(a.keyring)
+    assert len(key) == 44  # base64 of 32 bytes
+
+
+def test_status_json_schema_is_pinned() -> None:
+    status = ClusterStatus("demo", Endpoints("http://127.0.0.1:8080/", None),
+                           (ContainerRow("layerkit-demo-lb", "lb", "running", "172.18.0.2", 0),),
+                           (), (), False)
+    doc = json.loads(report.cluster_status_json(status))
+    assert doc["schema"] == "layerkit/status/v1"
+    assert set(doc) == {"schema", "cluster", "url", "stats_url", "haproxy", "containers",
+                        "members", "backends"}
+    assert "HAProxy did not answer" in report.cluster_status_table(status)
