@@ -5,7 +5,7 @@ LK      := $(VENV)/bin/layerkit
 PYTEST_ARGS ?=
 SCALE   ?= 3
 
-.PHONY: help venv setup engine images demo test unit engine-tests lint types check bench reports clean
+.PHONY: help venv setup engine compose-tool images demo test unit engine-tests lint types check bench reports clean
 
 help:
 	@echo "targets: setup images demo test unit lint types bench reports clean"
@@ -22,7 +22,12 @@ venv: $(VENV)/.installed
 engine: venv
 	$(LK) doctor --fix
 
-setup: engine
+# Debian's docker-compose 1.29 (v1), which the compose test (tests/engine/test_compose.py) runs.
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+
+setup: engine compose-tool
 
 images: setup
 	$(LK) build

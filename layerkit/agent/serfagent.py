@@ -90,7 +90,18 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
     return config
 
 
+def write_keyring(path: Path) -> None:
+    """A new keyring file (mode 0600) for a cluster started without `layerkit up` (compose)."""
+    key = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps([key]) + "\n")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--keygen"] and len(sys.argv) == 3:
+        write_keyring(Path(sys.argv[2]))
+        return
     keyring = os.environ.get("LAYERKIT_SERF_KEYRING")
     if keyring:
         try:

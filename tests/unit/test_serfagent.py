@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from layerkit.agent.members import valid_name
-from layerkit.agent.serfagent import KeyringError, agent_config, check_keyring, node_name
+from layerkit.agent.serfagent import (
+    KeyringError,
+    agent_config,
+    check_keyring,
+    node_name,
+    write_keyring,
+)
 
 
 @pytest.mark.parametrize("hostname", ["lk-demo-web-1a2b3c", "UPPER_case.host", "x" * 80, "---"])
@@ -48,3 +54,12 @@ def test_keyring_must_hold_32_byte_keys(tmp_path: Path) -> None:
             check_keyring(path)
     with pytest.raises(KeyringError):
         check_keyring(tmp_path / "missing.json")
+
+
+def test_keygen_writes_a_private_valid_keyring_once(tmp_path: Path) -> None:
+    path = tmp_path / "serf-keyring.json"
+    write_keyring(path)
+    check_keyring(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        write_keyring(path)
