@@ -83,3 +83,19 @@ class MissingLayer(ArchiveError):
 
 class ClusterError(LayerkitError):
     """A cluster did not reach the state asked for (not ready in time, parts missing)."""
+
+
+class SquashError(LayerkitError):
+    """A squash could not be completed (engine, disk, or a result that failed verification)."""
+
+
+class NothingToSquash(UsageError):
+    """The chosen layer range holds fewer than two layers."""
+
+
+class UnsafeEntry(UsageError):
+    """A layer entry would escape the image root (`..`, a hardlink outside the layer)."""
+
+
+class VerifyFailed(SquashError):
+    """The squashed image's filesystem differs from the source's."""
