@@ -12,7 +12,7 @@ import io
 import os
 import tarfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -280,3 +280,40 @@ def refresh(container: Container) -> Container:
     with engine_errors(f"inspecting container {container.name}"):
         container.reload()
     return container
+
+
+# --- squash: inspect, load from a stream, tag, remove (used by squash.py) -------------------
+
+def inspect_image(client: DockerClient, ref: str) -> dict[str, Any]:
+    """The engine's inspect document of `ref`; NotFound if it has no such image."""
+    with engine_errors(f"inspecting image {ref}"):
+        return dict(client.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+
+
+def load_image(client: DockerClient, chunks: Iterable[bytes]) -> None:
+    """`docker load` from tar chunks, sent as they come (chunked upload, never held whole)."""
+    with engine_errors("loading the image"):
+        for status in client.api.load_image(chunks):  # type: ignore[no-untyped-call]
+            if isinstance(status, dict) and status.get("error"):
+                raise EngineError(f"loading the image: engine said: {status['error']}")
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """'repo/name:tag' -> ('repo/name', 'tag'); no tag means 'latest'."""
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "latest"
+    return repo, tag
+
+
+def tag_image(client: DockerClient, image_id: str, ref: str) -> None:
+    repo, tag = split_ref(ref)
+    with engine_errors(f"tagging {ref}"):
+        if not client.api.tag(image_id, repo, tag, force=True):
+            raise EngineError(f"tagging {ref}: the engine refused")
+
+
+def remove_image(client: DockerClient, image_id: str) -> None:
+    """Remove an untagged image layerkit created; never forced, so one in use stays."""
+    with engine_errors(f"removing image {image_id[:19]}"), _gone_ok():
+        client.api.remove_image(image_id, noprune=False)
