@@ -223,9 +223,13 @@ def test_entries_escaping_the_root_are_refused(name: str, link: str) -> None:
     bad = hardlink(name, link) if link else file(name, b"evil")
     archive = saved(BASE, [file("bin/x", b"x"), bad], [file("y", b"y")])
     image = read_archive(io.BytesIO(archive), hash_content=True).images[0]
-    with pytest.raises((UnsafeEntry, SquashError)):
+
+    def run() -> None:
         plan = plan_merge([lay.entries for lay in image.layers], 1)
         write_layer(io.BytesIO(archive), image.layers, plan, io.BytesIO())
+
+    with pytest.raises((UnsafeEntry, SquashError)):
+        run()
 
 
 def test_escape_errors_are_usage_errors() -> None:
