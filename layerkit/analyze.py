@@ -122,6 +122,8 @@ def analyze(images: Sequence[SavedImage], *, top: int = 20,
 
 def analyze_image(image: SavedImage, *, top: int = 20,
                   lint: LintReport | None = None) -> ImageReport:
+    # dive's figures first: their working state is freed before the replay builds its own
+    dive = dive_figures([layer.entries for layer in image.layers])
     view = replay([layer.entries for layer in image.layers])
     wasted = _wasted(view)
     junk = _junk(view)
@@ -135,7 +137,7 @@ def analyze_image(image: SavedImage, *, top: int = 20,
         ref=image.refs[0] if image.refs else image.config_digest[:19], image_id=image.config_digest,
         layers=layers, content_bytes=view.content_bytes, final_bytes=view.final_bytes,
         reclaimable_bytes=view.reclaimable_bytes, junk_bytes=sum(j.bytes for j in junk),
-        dive=dive_figures(view.layers), top=tuple(sorted(wasted, key=_by_size)[:top]),
+        dive=dive, top=tuple(sorted(wasted, key=_by_size)[:top]),
         junk=junk, causes=dict(causes))
 
 

@@ -215,6 +215,7 @@ def _decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
 
 def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
     inner = Counted(raw)
+    shared: dict[int, int] = {}  # one int object per distinct mode/owner/mtime: less memory
     for member in headers(inner):
         path = _norm(member.name)
         if not path:
@@ -223,8 +224,9 @@ def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
         size = member.size if kind == "file" else 0
         digest = _sha256(inner, size) if hashing and kind == "file" else None
         link = _norm(member.linkname) if kind == "hardlink" else member.linkname
-        yield Entry(path, kind, size, member.mode & 0o7777, member.uid, member.gid, link,
-                    member.mtime, digest)
+        mode, uid, gid, mtime = (shared.setdefault(n, n) for n in (
+            member.mode & 0o7777, member.uid, member.gid, member.mtime))
+        yield Entry(path, kind, size, mode, uid, gid, link, mtime, digest)
 
 
 def _sha256(stream: Counted, size: int) -> str:

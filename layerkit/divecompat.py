@@ -35,7 +35,7 @@ class DiveFigures:
     user_size_bytes: int     # the same without the first layer
 
 
-@dataclass
+@dataclass(slots=True)
 class _Score:
     count: int = 0
     total: int = 0

@@ -90,11 +90,18 @@ class Node:
     linkname: str           # symlink target; "" for everything else
     digest: str | None
     layer: int
-    inode: tuple[int, str]  # (layer, first path of the contents in that layer's tar)
+    data_path: str          # the path holding the contents in `layer`'s tar (hardlink target)
+
+    @property
+    def inode(self) -> tuple[int, str]:
+        """Hardlinked paths share it: (layer, first path of the contents in that layer's tar)."""
+        return self.layer, self.data_path
 
 
 def whiteout_target(path: str) -> str | None:
     """The path that `path` deletes if it is a whiteout (`.wh.<name>`), else None."""
+    if WHITEOUT_PREFIX not in path:
+        return None  # the common case, decided without splitting
     head, _, name = path.rpartition("/")
     if not name.startswith(WHITEOUT_PREFIX) or name == OPAQUE_MARKER:
         return None
@@ -103,7 +110,7 @@ def whiteout_target(path: str) -> str | None:
 
 
 def is_opaque_marker(path: str) -> bool:
-    return path.rpartition("/")[2] == OPAQUE_MARKER
+    return path.endswith(OPAQUE_MARKER) and path.rpartition("/")[2] == OPAQUE_MARKER
 
 
 def marked_path(entry: Entry) -> str:
@@ -237,8 +244,8 @@ class View:
         for layer, entries in enumerate(self.layers):
             targets = link_targets(entries)
             for entry, fate in zip(entries, self.fates[layer], strict=True):
-                if fate is None and marked_path(entry) == entry.path \
-                        and not is_opaque_marker(entry.path):
+                if fate is None and (WHITEOUT_PREFIX not in entry.path or (
+                        marked_path(entry) == entry.path and not is_opaque_marker(entry.path))):
                     tree[entry.path] = _node(layer, entry, targets)
         return tree
 
@@ -295,7 +302,7 @@ def _node(layer: int, entry: Entry, targets: dict[str, Entry]) -> Node:
         target = targets.get(entry.linkname)
         size, digest = (target.size, target.digest) if target else (0, None)
         return Node(entry.path, "file", entry.mode, entry.uid, entry.gid, size, "", digest,
-                    layer, (layer, entry.linkname))
+                    layer, entry.linkname)
     link = entry.linkname if entry.kind == "symlink" else ""
     return Node(entry.path, entry.kind, entry.mode, entry.uid, entry.gid, entry.size, link,
-                entry.digest, layer, (layer, entry.path))
+                entry.digest, layer, entry.path)
