@@ -1,0 +1,196 @@
+"""Cluster targets of the dynamic-cluster issue, measured on real containers.
+
+- `docker run` of a new web app to its first served request: median ≤ 1.5 s, p95 ≤ 2.5 s;
+- graceful leave (`docker stop`) to removal from HAProxy: ≤ 1.5 s, zero failed requests;
+- `docker kill` to HAProxy no longer sending it traffic: ≤ 3 s, zero failed requests;
+- scale 2 → 10 → 2 under a steady request loop: zero failed requests, ≤ 3 reloads for 10 joins;
+- `up --scale 10` until all ten serve: ≤ 20 s; `--scale 30` works.
+
+Request loops go to 127.0.0.1 only and are bounded in count and time. Times of HAProxy changes
+come from the load balancer's event log (same kernel clock as the host).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from layerkit import cluster
+from layerkit.engine import (
+    Container,
+    DockerClient,
+    connect,
+    get_file,
+    labelled_containers,
+    remove_container,
+    stop_container,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_LOG = "/var/log/layerkit/events.log"
+
+
+def _verdict(ok: bool) -> str:
+    return "meets" if ok else "**misses**"
+
+
+@contextmanager
+def _cluster(client: DockerClient, name: str, n: int) -> Iterator[cluster.UpResult]:
+    try:
+        yield cluster.up(client, cluster.ClusterOptions(name=name, port=0), n)
+    finally:
+        cluster.down(client, name)
+
+
+def _lb(client: DockerClient, name: str) -> Container:
+    return labelled_containers(client, cluster.labels(name, "lb"))[0]
+
+
+def _outcomes(client: DockerClient, name: str) -> list[dict[str, object]]:
+    text = get_file(_lb(client, name), EVENT_LOG).decode()
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [r for r in records if r.get("kind") == "outcome"]
+
+
+def _reloads_since(client: DockerClient, name: str, since: float) -> list[dict[str, object]]:
+    return [r for r in _outcomes(client, name)
+            if r.get("action") == "reload" and float(str(r["ts"])) >= since]
+
+
+def _ip(container: Container, name: str) -> str:
+    container.reload()
+    return str(container.attrs["NetworkSettings"]["Networks"][cluster.network_name(name)]
+               ["IPAddress"])
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
+                    helpers: Any) -> tuple[list[float], list[float], int, int]:
+    """Start one web app at a time: run → first served; then stop → out of HAProxy."""
+    joins: list[float] = []
+    leaves: list[float] = []
+    opts = cluster.ClusterOptions(name=name)
+    keyring = get_file(_lb(client, name), cluster.KEYRING_PATH)
+    with helpers.LoadLoop(url, interval=0.005, max_seconds=samples * 15 + 30,
+                          max_requests=200_000) as loop:
+        for _ in range(samples):
+            started = time.monotonic()
+            container = cluster._launch(client, cluster._web_spec(opts),
+                                        {cluster.KEYRING_PATH: (keyring, 0o600)})
+            ip = _ip(container, name)
+            # an address can come back from an earlier sample: count only answers after the run
+            def served(ip: str = ip, since: float = started) -> list[float]:
+                return [t for t, b in loop.seen if b == ip and t >= since]
+
+            if helpers.wait_until(lambda: bool(served()), timeout=15, interval=0.02):
+                joins.append(min(served()) - started)
+            else:
+                joins.append(float("inf"))
+            node = (container.attrs.get("Config") or {}).get("Hostname", "")
+            stop_at = time.time()
+            stop_container(container)
+            leaves.append(_removed_after(client, name, node, stop_at))
+            remove_container(container)
+    return joins, leaves, loop.total, len(loop.failures)
+
+
+def _removed_after(client: DockerClient, name: str, hostname: str, since: float) -> float:
+    """Seconds from `since` to the first reload whose backends no longer hold `hostname`."""
+    for _ in range(40):
+        for record in _reloads_since(client, name, since):
+            names = [str(b) for b in record.get("backends") or []]
+            if not any(b.startswith(f"{hostname}-") for b in names):
+                return float(str(record["ts"])) - since
+        time.sleep(0.25)
+    return float("inf")
+
+
+def _kills(client: DockerClient, name: str, url: str, samples: int,
+           helpers: Any) -> tuple[list[float], int, int]:
+    times: list[float] = []
+    with helpers.LoadLoop(url, interval=0.01, max_seconds=samples * 20 + 30) as loop:
+        for _ in range(samples):
+            cluster.scale(client, name, 3)
+            victim = next(c for c in labelled_containers(client, cluster.labels(name, "web"))
+                          if c.status == "running")
+            ip = _ip(victim, name)
+            victim.kill()
+            killed = time.monotonic()
+            helpers.wait_until(lambda ip=ip: not _in_rotation(client, name, ip), timeout=15,
+                               interval=0.05)
+            times.append(time.monotonic() - killed)
+        cluster.scale(client, name, 3)
+    return times, loop.total, len(loop.failures)
+
+
+def _in_rotation(client: DockerClient, name: str, ip: str) -> bool:
+    view = cluster.lb_view(_lb(client, name))
+    return view is None or any(s.address.startswith(f"{ip}:") and s.status.startswith("UP")
+                               for s in view.servers)
+
+
+def _scale_cycle(client: DockerClient, name: str, url: str, helpers: Any
+                 ) -> tuple[int, int, int, float, float]:
+    with helpers.LoadLoop(url, interval=0.01, max_seconds=120) as loop:
+        up_at = time.time()
+        grow = cluster.scale(client, name, 10)
+        burst = len(_reloads_since(client, name, up_at))
+        shrink = cluster.scale(client, name, 2)
+    return loop.total, len(loop.failures), burst, grow.seconds, shrink.seconds
+
+
+def _up_time(client: DockerClient, n: int) -> tuple[float, bool, int]:
+    """Seconds until all `n` serve, and the reloads that burst of `n` joins cost."""
+    name = f"bench-up{n}-{time.monotonic_ns() % 100000}"
+    with _cluster(client, name, n) as result:
+        return result.seconds, result.ready, len(_reloads_since(client, name, 0))
+
+
+def run(quick: bool) -> str:
+    sys.path.insert(0, str(ROOT))
+    from tests.engine import cluster_helpers as helpers  # noqa: PLC0415 - shared request loop
+
+    client = connect()
+    name = f"bench-{time.monotonic_ns() % 100000}"
+    rows: list[str] = []
+    with _cluster(client, name, 2) as result:
+        url = str(result.endpoints.url)
+        joins, leaves, total, failed = _join_and_leave(client, name, url, 4 if quick else 12,
+                                                       helpers)
+        med, p95 = statistics.median(joins), _pct(joins, 0.95)
+        ok = med <= 1.5 and p95 <= 2.5
+        rows.append(f"| run → first served request ({len(joins)} web apps) | median {med:.2f} s, "
+                    f"p95 {p95:.2f} s | ≤ 1.5 s / ≤ 2.5 s | {_verdict(ok)} |")
+        worst = max(leaves)
+        ok = worst <= 1.5 and not failed
+        rows.append(f"| graceful leave → out of HAProxy ({len(leaves)}) | median "
+                    f"{statistics.median(leaves):.2f} s, max {worst:.2f} s; {failed} of {total} "
+                    f"requests failed | ≤ 1.5 s, 0 failed | {_verdict(ok)} |")
+        kills, total, failed = _kills(client, name, url, 2 if quick else 5, helpers)
+        rows.append(f"| `docker kill` → no more traffic ({len(kills)}) | max {max(kills):.2f} s; "
+                    f"{failed} of {total} requests failed | ≤ 3 s, 0 failed | "
+                    f"{_verdict(max(kills) <= 3 and not failed)} |")
+        total, failed, burst, grow, shrink = _scale_cycle(client, name, url, helpers)
+        rows.append(f"| scale 2 → 10 → 2 under load | {failed} of {total} requests failed; "
+                    f"{burst} reloads for 8 joins; 10 ready in {grow:.1f} s, 2 in {shrink:.1f} s "
+                    f"| 0 failed, ≤ 3 reloads | {_verdict(not failed and burst <= 3)} |")
+    for n, budget in ((10, 20.0), *(() if quick else ((30, 60.0),))):
+        seconds, ready, reloads = _up_time(client, n)
+        target = "≤ 20 s" if n == 10 else "works"
+        rows.append(f"| `up --scale {n}` until all serve | {seconds:.1f} s "
+                    f"({'all serving' if ready else 'not all serving'}) | {target} | "
+                    f"{_verdict(ready and seconds <= budget)} |")
+        if n == 10:
+            rows.append(f"| reloads for the burst of 10 joins at `up --scale 10` | {reloads} "
+                        f"| ≤ 3 | {_verdict(reloads <= 3)} |")
+    return "| measure | value | target | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
