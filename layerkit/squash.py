@@ -166,8 +166,8 @@ class _Run:
         with ThreadPoolExecutor(max_workers=1) as pool:
             check = pool.submit(_result_matches, image, start, layer_path, config) \
                 if self.opts.verify else None
-            loaded = self._timed("load", lambda: self._load(layer_path, config, start, new_id))
             try:
+                loaded = self._timed("load", lambda: self._load(layer_path, config, start, new_id))
                 self._timed("verify", lambda: self._verify(check, loaded, new_id, config))
                 if self.opts.archive_out is not None:
                     self._write_archive(image, start, layer_path, config)
@@ -175,7 +175,7 @@ class _Run:
                     assert self.client is not None
                     engine.tag_image(self.client, new_id, self.opts.tag)
             except BaseException:
-                self._forget(loaded, new_id)
+                self._forget(new_id)
                 raise
         return self._result(image, start, plan, written, new_id=new_id, loaded=loaded)
 
@@ -272,9 +272,10 @@ class _Run:
                 raise VerifyFailed(f"the engine holds other layers than were written for "
                                    f"{new_id[:19]}")
 
-    def _forget(self, loaded: bool, new_id: str) -> None:
-        """After a failure: remove the image this run loaded, unless it was there before."""
-        if loaded and not self.existed and self.client is not None:
+    def _forget(self, new_id: str) -> None:
+        """After a failure or an interrupt (even mid-load): remove the image this run may have
+        loaded, unless it was there before."""
+        if not self.existed and self.client is not None:
             with contextlib.suppress(Exception):
                 engine.remove_image(self.client, new_id)
 
