@@ -6,7 +6,9 @@ Progress is reported as `BuildEvent`s to a callback (the CLI draws them); nothin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -15,9 +17,11 @@ from typing import Any, Literal
 
 from . import bootstrap
 from .dockerfile import Generated, generate, image_ref
-from .engine import DockerClient, connect, engine_errors, find_image
-from .errors import BuildError, LayerkitError
+from .engine import DockerClient, connect, engine_errors, find_image, inspect_image, tag_image
+from .errors import BuildError, LayerkitError, NothingToSquash
 from .specs import ImageSpec
+from .squash import SquashOptions
+from .squash import squash as squash_image
 
 CONTEXT_MTIME = 1_700_000_000  # fixed, so identical inputs give identical contexts and cache hits
 LOG_TAIL = 12
@@ -66,8 +70,10 @@ def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> st
 
 def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, ImageSpec], *,
               version: str, no_cache: bool = False, write_dockerfiles: bool = True,
-              tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
-    """Build `order` (already sorted parents first); stops at the first failure."""
+              tag_latest: bool = True, squash: bool = False,
+              on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
+    """Build `order` (already sorted parents first); stops at the first failure. `squash`
+    merges each image's own layers above its parent into one (the parent's stay shared)."""
     built: list[BuiltImage] = []
     for spec in order:
         parent = parent_ref(spec, specs, version)
@@ -81,9 +87,31 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
         if write_dockerfiles:
             (spec.directory / "Dockerfile").write_text(generated.text)
         layers = _layers_of(client, parent) if spec.parent in specs else None
-        built.append(build_one(client, spec, generated, version=version, no_cache=no_cache,
-                               tag_latest=tag_latest, parent_layers=layers, on_event=on_event))
+        image = build_one(client, spec, generated, version=version, no_cache=no_cache,
+                          tag_latest=tag_latest, parent_layers=layers, on_event=on_event)
+        if squash:
+            image = squash_own_layers(client, image, parent, tag_latest=tag_latest,
+                                      on_event=on_event)
+        built.append(image)
     return built
+
+
+def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,
+                      tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> BuiltImage:
+    """`layerkit squash --from parent`, reproducibly: a cached rebuild squashes to the same ID,
+    so the images built on this one keep their cache too."""
+    options = SquashOptions(tag=image.ref, base=parent, reproducible=True)
+    try:
+        result = squash_image(client, image.ref, options, os.environ)
+    except NothingToSquash:
+        return image
+    if tag_latest:
+        tag_image(client, result.image_id, f"layerkit/{image.name}:latest")
+    on_event(BuildEvent(image.name, "log", text=f"squashed {result.squashed_layers} layers "
+                        f"into one ({result.image_id[:19]})"))
+    size = int(inspect_image(client, result.image_id).get("Size", image.size))
+    return dataclasses.replace(image, image_id=result.image_id, layers=result.layers_after,
+                               size=size)
 
 
 def _layers_of(client: DockerClient, ref: str) -> tuple[list[str], int] | None:

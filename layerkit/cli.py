@@ -151,6 +151,9 @@ def build_cmd(
         "--base", envvar="LAYERKIT_BASE_IMAGE", metavar="REF",
         help="Base image for specs that bootstrap their parent (default: the spec's parent, "
              "debian:bookworm-slim).")] = None,
+    squash_layers: Annotated[bool, typer.Option(
+        "--squash", help="Squash each image's own layers above its parent into one (the "
+        "parent's layers stay shared).")] = False,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
@@ -167,7 +170,7 @@ def build_cmd(
     client = connect(os.environ)
     with _BuildProgress(enabled=output is OutputFormat.table) as progress:
         built = build_all(client, order, specs, version=__version__, no_cache=no_cache,
-                          on_event=progress.event)
+                          squash=squash_layers, on_event=progress.event)
     if output is OutputFormat.json:
         out.print(report.build_json(built), markup=False)
     else:

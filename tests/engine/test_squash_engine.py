@@ -20,7 +20,7 @@ import pytest
 
 from layerkit import engine, squash
 from layerkit.archive import SavedImage, read_archive
-from layerkit.build import context_tar
+from layerkit.build import BuiltImage, context_tar, squash_own_layers
 from layerkit.dockerfile import Generated
 from layerkit.engine import DockerClient
 from layerkit.errors import EngineError
@@ -273,3 +273,24 @@ def test_oci_layout_archive_in_archive_out_then_loaded(
         _check_same(docker_client, saved, tag)
     finally:
         _remove(docker_client, tag)
+
+
+def test_build_squash_keeps_the_parent_layers_shared(docker_client: DockerClient) -> None:
+    name = f"squash-build-{uuid.uuid4().hex[:8]}"
+    tag, latest = f"layerkit-test/{name}:1", f"layerkit/{name}:latest"
+    text = (f"FROM {BASE}\nRUN echo one > /one\nRUN echo two > /two && rm /one\n"
+            'CMD ["cat", "/two"]\n')
+    try:
+        image_id = _build(docker_client, text, tag)
+        built = BuiltImage(name, tag, image_id, 0, 0, 0, 0.0, 2, 0)
+        out = squash_own_layers(docker_client, built, BASE)
+        base_layers = engine.inspect_image(docker_client, BASE)["RootFS"]["Layers"]
+        layers = engine.inspect_image(docker_client, tag)["RootFS"]["Layers"]
+        assert layers[:-1] == base_layers
+        assert out.layers == len(base_layers) + 1
+        assert engine.inspect_image(docker_client, latest)["Id"] == out.image_id
+        assert _run(docker_client, tag) == "two\n"
+        again = squash_own_layers(docker_client, out, BASE)  # one layer left: nothing to do
+        assert again == out
+    finally:
+        _remove(docker_client, tag, latest)
