@@ -1,0 +1,190 @@
+"""Benchmark of `layerkit analyze` (issue 4): ratios against `docker save IMAGE > /dev/null`
+(the I/O floor) and against dive 0.13, measured in the same run on images built here.
+
+Targets: a ~400 MB multi-layer image in at most 1.3x the floor and no slower than dive; 10,000
+small files rewritten across layers at least 10x faster than dive; 100,000 small files under
+150 MB peak memory, with 100k taking at most 2.5x the time of 40k. Times are the best of a few
+runs (the machine is shared); the analyze command runs end to end, Python start-up included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BASE = "layerkit/rootfs:bookworm-slim"
+BIN = Path(sys.executable).parent
+LAYERKIT = str(BIN / "layerkit")
+DIVE = shutil.which("dive") or shutil.which("dive", path=str(BIN))
+
+
+def _dockerfile_big(mb: int) -> str:
+    make = f"head -c {mb * 1_000_000} /dev/urandom"
+    return (f"FROM {BASE}\nRUN mkdir /big && {make} > /big/a && {make} > /big/b\n"
+            f"RUN {make} > /big/c && rm /big/a\nRUN {make} > /big/b\n")
+
+
+def _dockerfile_files(count: int, size: int, *, rewrite: bool = False) -> str:
+    """`count` files of `size` bytes; with `rewrite`, a layer rewrites them all and another
+    deletes them one by one (a whiteout per file, dive's slow case)."""
+    split = f"head -c {count * size} /dev/urandom | split -b {size} -a 6 - f"
+    steps = [f"RUN mkdir /s && cd /s && {split}"]
+    if rewrite:
+        steps += [f"RUN cd /s && {split}", "RUN find /s -type f -delete"]
+    return f"FROM {BASE}\n" + "\n".join(steps) + "\n"
+
+
+def _build(dockerfile: str, tag: str) -> None:
+    subprocess.run(["docker", "build", "-q", "-t", tag, "--label", "org.layerkit.test=1", "-"],
+                   input=dockerfile.encode(), check=True, capture_output=True)
+
+
+def _size_mb(tag: str) -> float:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out) / 1e6
+
+
+def _run(argv: list[str], timeout: float = 3600) -> tuple[float, float, bool]:
+    """Wall seconds, peak RSS (MB) and whether it finished; at `timeout` it is killed and the
+    time is the timeout, a lower bound."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:  # wait4, unlike Popen.wait, reports the child's own peak memory
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - started > timeout:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            return timeout, 0.0, False
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {' '.join(argv)}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, True
+
+
+def _best(argv: list[str], repeat: int) -> tuple[float, float]:
+    runs = [_run(argv) for _ in range(repeat)]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def _floor(tag: str, repeat: int) -> float:
+    return _best(["sh", "-c", f"docker save {tag} > /dev/null"], repeat)[0]
+
+
+def _ours(tag: str, repeat: int) -> tuple[float, float]:
+    """The command end to end: interpreter start-up, imports, connect, read, analyse, JSON."""
+    return _best([LAYERKIT, "analyze", tag, "--format", "json", "--no-report", "--dive-ci",
+                  "/nonexistent"], repeat)
+
+
+_IN_PROCESS = """
+import sys, time
+from layerkit.analyze import analyze
+from layerkit.archive import read_archive
+from layerkit.engine import connect, save_image
+client = connect()
+started = time.perf_counter()
+analyze(read_archive(save_image(client, sys.argv[1]), hash_content=True).images)
+print(time.perf_counter() - started)
+"""
+
+
+def _in_process(tag: str, repeat: int) -> float:
+    """Reading the engine's stream and analysing it, without the interpreter's start-up."""
+    runs = [subprocess.run([sys.executable, "-c", _IN_PROCESS, tag], check=True,
+                           capture_output=True, text=True).stdout for _ in range(repeat)]
+    return min(float(out) for out in runs)
+
+
+def _dive(tag: str, workdir: Path, timeout: float) -> tuple[float | None, bool]:
+    if DIVE is None:
+        return None, True
+    seconds, _, finished = _run([DIVE, tag, "--json", str(workdir / "dive.json")], timeout)
+    return seconds, finished
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def _compare(title: str, tag: str, workdir: Path, repeat: int, dive_factor: float,
+             dive_timeout: float) -> str:
+    floor = _floor(tag, repeat)
+    ours, peak = _ours(tag, repeat)
+    inner = _in_process(tag, repeat)
+    dive, finished = _dive(tag, workdir, dive_timeout)
+    fast = None if dive is None else dive / ours >= dive_factor
+    bound = "" if finished else " (stopped at the time limit: a lower bound)"
+    lines = [f"### {title}", "", f"Image: {_size_mb(tag):.0f} MB.", "",
+             "| tool | seconds | peak RSS |", "|---|---:|---:|",
+             f"| `docker save > /dev/null` (floor) | {floor:.2f} | |",
+             f"| `layerkit analyze` (command, end to end) | {ours:.2f} | {peak:.0f} MB |",
+             f"| read + analyse in process (no start-up) | {inner:.2f} | |",
+             f"| `dive --json` | {'n/a' if dive is None else f'{dive:.2f}'}{bound} | |", "",
+             f"- analyze / floor = {_ratio(ours, floor)} (command), "
+             f"{_ratio(inner, floor)} (in process)",
+             f"- dive / analyze = {_ratio(dive, ours)} (command; target >= {dive_factor:g}: "
+             f"{_verdict(fast)}), {_ratio(dive, inner)} (in process)"]
+    return "\n".join(lines) + "\n"
+
+
+def _scaling(small: int, large: int, repeat: int, tags: dict[int, str]) -> str:
+    rows, times, peaks = [], {}, {}
+    for count in (small, large):
+        floor = _floor(tags[count], 1)
+        times[count], peaks[count] = _ours(tags[count], repeat)
+        rows.append(f"| {count:,} | {floor:.2f} | {times[count]:.2f} | {peaks[count]:.0f} MB |")
+    growth = times[large] / times[small]
+    allowed = 2.5  # files grow 2.5x in both the full and the quick sizes: linear time
+    return "\n".join([
+        f"### {large:,} small files: memory and scaling", "",
+        "| files | floor s | analyze s | peak RSS |", "|---:|---:|---:|---:|", *rows, "",
+        f"- time {large:,} / time {small:,} = {growth:.2f} (target <= {allowed:.2f}: "
+        f"{_verdict(growth <= allowed)})",
+        f"- peak RSS at {large:,} files = {peaks[large]:.0f} MB (target < 150 MB: "
+        f"{_verdict(peaks[large] < 150)})"]) + "\n"
+
+
+def run(quick: bool) -> str:
+    run_id = uuid.uuid4().hex[:8]
+    big_mb, rewritten, small, large = (20, 2_000, 8_000, 20_000) if quick else (
+        90, 10_000, 40_000, 100_000)
+    repeat = 2 if quick else 3
+    tags = {"big": f"layerkit-bench/big-{run_id}:1", "rewritten": f"layerkit-bench/rw-{run_id}:1",
+            small: f"layerkit-bench/f{small}-{run_id}:1",
+            large: f"layerkit-bench/f{large}-{run_id}:1"}
+    try:
+        _build(_dockerfile_big(big_mb), tags["big"])
+        _build(_dockerfile_files(rewritten, 1000, rewrite=True), tags["rewritten"])
+        _build(_dockerfile_files(small, 100), tags[small])
+        _build(_dockerfile_files(large, 100), tags[large])
+        with tempfile.TemporaryDirectory() as tmp:
+            sections = [
+                _compare("Multi-layer image (layers of random data, some deleted or "
+                         "overwritten)", tags["big"], Path(tmp), repeat, 1.0, 600),
+                _compare(f"{rewritten:,} small files written, rewritten, then deleted one by one",
+                         tags["rewritten"], Path(tmp), repeat, 10.0, 60 if quick else 240),
+                _scaling(small, large, repeat, tags)]
+    finally:
+        subprocess.run(["docker", "rmi", "-f", *tags.values()], capture_output=True, check=False)
+    floor_target = ("Target for the multi-layer image: analyze / floor <= 1.3 "
+                    "and dive / analyze >= 1.")
+    return "\n".join([f"dive: {DIVE or 'not installed'}; sizes: "
+                      f"{'quick' if quick else 'full'}.", "", floor_target, "", *sections])
+
+
+if __name__ == "__main__":
+    print(run("--quick" in sys.argv))
