@@ -29,9 +29,10 @@ from typing import IO, cast
 
 import zstandard
 
-from .archive import BUFSIZE, Entry, Layer, open_layer
+from .archive import BUFSIZE, Entry, Layer
 from .errors import SquashError, UnsafeEntry
 from .fsview import OPAQUE_MARKER, Hider, is_opaque_marker, replay, whiteout_target
+from .tarcopy import RawMember, copy_data, raw_members
 from .tarstream import Bounded, Counted, GzipReader, headers
 
 __all__ = ["Conversion", "MergePlan", "WrittenLayer", "plan_merge", "write_layer"]
@@ -164,32 +165,39 @@ def write_layer(stream: IO[bytes], layers: Sequence[Layer], plan: MergePlan,
     """Copy the planned members from the archive on `stream` (read once, forward) into `out`."""
     blobs = _blobs(layers, plan)
     sink = _Hashing(out)
-    count = len(plan.markers)
-    with tarfile.open(fileobj=cast(IO[bytes], sink), mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for marker in plan.markers:
-            tar.addfile(_marker_info(marker))
-        counted = Counted(stream)
-        for member in headers(counted):
-            group = blobs.pop(member.offset, None) if member.type not in (b"1", b"2") else None
-            if group is not None:
-                raw = io.BufferedReader(Bounded(counted, member.size), BUFSIZE)
-                count += _copy_layers(_layer_tar(raw, group[0]), group, plan, tar)
+    count = _write_markers(plan, sink)
+    counted = Counted(stream)
+    for member in headers(counted):
+        group = blobs.pop(member.offset, None) if member.type not in (b"1", b"2") else None
+        if group is not None:
+            raw = io.BufferedReader(Bounded(counted, member.size), BUFSIZE)
+            count += _copy_layers(_layer_stream(raw, group[0]), group, plan, sink)
     if blobs:
         missing = ", ".join(g[0].member for g in blobs.values())
         raise SquashError(f"the second read of the image lacks layer(s) {missing}")
-    return WrittenLayer(f"sha256:{sink.sha.hexdigest()}", sink.size, count)
+    return _finish(sink, count)
 
 
 def write_layer_seekable(fileobj: IO[bytes], layers: Sequence[Layer], plan: MergePlan,
                          out: IO[bytes]) -> WrittenLayer:
     """As `write_layer`, for a seekable archive: only the range's layers are read."""
     sink = _Hashing(out)
-    count = len(plan.markers)
-    with tarfile.open(fileobj=cast(IO[bytes], sink), mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for marker in plan.markers:
-            tar.addfile(_marker_info(marker))
-        for _, group in sorted(_blobs(layers, plan).items()):
-            count += _copy_layers(open_layer(fileobj, group[0]), group, plan, tar)
+    count = _write_markers(plan, sink)
+    for offset, group in sorted(_blobs(layers, plan).items()):
+        fileobj.seek(offset)
+        raw = io.BufferedReader(Bounded(Counted(fileobj), group[0].stored_size), BUFSIZE)
+        count += _copy_layers(_layer_stream(raw, group[0]), group, plan, sink)
+    return _finish(sink, count)
+
+
+def _write_markers(plan: MergePlan, sink: _Hashing) -> int:
+    for marker in plan.markers:
+        sink.write(_marker_info(marker).tobuf(tarfile.PAX_FORMAT))
+    return len(plan.markers)
+
+
+def _finish(sink: _Hashing, count: int) -> WrittenLayer:
+    sink.write(bytes(2 * tarfile.BLOCKSIZE))  # end-of-archive
     return WrittenLayer(f"sha256:{sink.sha.hexdigest()}", sink.size, count)
 
 
@@ -201,14 +209,14 @@ def _blobs(layers: Sequence[Layer], plan: MergePlan) -> dict[int, list[Layer]]:
     return blobs
 
 
-def _layer_tar(raw: IO[bytes], layer: Layer) -> tarfile.TarFile:
+def _layer_stream(raw: IO[bytes], layer: Layer) -> Counted:
     data: IO[bytes] = raw
     if layer.compression == "gzip":
         data = cast(IO[bytes], io.BufferedReader(GzipReader(raw), BUFSIZE))
     elif layer.compression == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=BUFSIZE)
         data = cast(IO[bytes], io.BufferedReader(reader, BUFSIZE))
-    return tarfile.open(fileobj=data, mode="r|")
+    return Counted(data)
 
 
 @dataclass
@@ -221,56 +229,57 @@ class _Copy:
     done: set[str]
 
 
-def _copy_layers(src: tarfile.TarFile, group: list[Layer], plan: MergePlan,
-                 tar: tarfile.TarFile) -> int:
+def _copy_layers(stream: Counted, group: list[Layer], plan: MergePlan, sink: _Hashing) -> int:
     copies = []
     for layer in group:
         converted = {c.target: c for c in plan.conversions if c.layer == layer.index}
         copies.append(_Copy(layer, plan.kept_in(layer.index), converted,
                             {p for c in converted.values() for p in c.paths}))
     position, written = -1, 0
-    with src:
-        for info in src:
-            path = _checked(info, group[0])
-            if not path:
-                continue
-            position += 1
-            _same_entry(group[0], position, path)
-            for job in copies:
-                written += _copy_member(src, info, path, position, job=job, tar=tar)
+    for member in raw_members(stream):
+        path = _checked(member, group[0])
+        if not path:
+            continue
+        position += 1
+        _same_entry(group[0], position, path)
+        for job in copies:
+            written += _copy_member(stream, member, path, position, job=job, sink=sink)
     return written
 
 
-def _copy_member(src: tarfile.TarFile, info: tarfile.TarInfo, path: str, position: int, *,
-                 job: _Copy, tar: tarfile.TarFile) -> int:
-    written = 0
+def _copy_member(stream: Counted, member: RawMember, path: str, position: int, *,
+                 job: _Copy, sink: _Hashing) -> int:
     if path in job.converted:
-        written += _write_conversion(src, info, job.converted[path], job.layer, tar)
+        return _write_conversion(stream, member, job.converted[path], job.layer, sink)
     if position not in job.kept or path in job.done:
-        return written
-    out = copy.copy(info)
-    out.name = path
-    if out.islnk():
-        out.linkname = _norm(out.linkname)
-    tar.addfile(out, src.extractfile(info) if info.isreg() else None)
-    return written + 1
+        return 0
+    sink.write(member.header)  # verbatim: every field as the engine wrote it
+    if member.size:
+        copy_data(stream, member, sink)
+    return 1
 
 
-def _write_conversion(src: tarfile.TarFile, info: tarfile.TarInfo, conversion: Conversion,
-                      layer: Layer, tar: tarfile.TarFile) -> int:
+def _write_conversion(stream: Counted, member: RawMember, conversion: Conversion,
+                      layer: Layer, sink: _Hashing) -> int:
     """The hidden target's data under the first link's path; other links point at that path."""
-    if not info.isreg():
+    if member.type not in (b"0", b"7"):
         raise SquashError(f"layer {layer.index}: hardlink target {conversion.target} is not a "
                           "regular file")
     entries = {e.path: e for e in layer.entries if e.kind == "hardlink"}
+    base = tarfile.TarInfo.frombuf(member.header[-tarfile.BLOCKSIZE:], tarfile.ENCODING,
+                                   "surrogateescape")
+    base.pax_headers = {k: v for k, v in member.pax.items()
+                        if k not in ("path", "linkpath", "size")}
     first, *others = conversion.paths
-    as_file = _with_owner(copy.copy(info), entries[first])
-    as_file.name = first
-    tar.addfile(as_file, src.extractfile(info))
+    as_file = _with_owner(copy.copy(base), entries[first])
+    as_file.name, as_file.type, as_file.size, as_file.linkname = first, tarfile.REGTYPE, \
+        member.size, ""
+    sink.write(as_file.tobuf(tarfile.PAX_FORMAT))
+    copy_data(stream, member, sink)
     for path in others:
-        link = _with_owner(copy.copy(info), entries[path])
+        link = _with_owner(copy.copy(base), entries[path])
         link.name, link.type, link.linkname, link.size = path, tarfile.LNKTYPE, first, 0
-        tar.addfile(link)
+        sink.write(link.tobuf(tarfile.PAX_FORMAT))
     return len(conversion.paths)
 
 
@@ -279,14 +288,14 @@ def _with_owner(info: tarfile.TarInfo, entry: Entry) -> tarfile.TarInfo:
     return info
 
 
-def _checked(info: tarfile.TarInfo, layer: Layer) -> str:
+def _checked(member: RawMember, layer: Layer) -> str:
     """The member's normalised path; entries escaping the root are refused."""
-    if _escapes(info.name):
-        raise UnsafeEntry(f"layer {layer.index}: entry {info.name!r} escapes the image root")
-    if info.islnk() and (info.linkname.startswith("/") or _escapes(info.linkname)):
-        raise UnsafeEntry(f"layer {layer.index}: hardlink {info.name!r} points outside the "
-                          f"layer ({info.linkname!r})")
-    return _norm(info.name)
+    if _escapes(member.name):
+        raise UnsafeEntry(f"layer {layer.index}: entry {member.name!r} escapes the image root")
+    if member.type == b"1" and (member.linkname.startswith("/") or _escapes(member.linkname)):
+        raise UnsafeEntry(f"layer {layer.index}: hardlink {member.name!r} points outside the "
+                          f"layer ({member.linkname!r})")
+    return _norm(member.name)
 
 
 def _escapes(name: str) -> bool:
