@@ -11,6 +11,7 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old
 COPY rarely-root/ /
 ENV LAYERKIT_ROLE="lb"
+ENV LAYERKIT_SERF_HANDLER="python3 -m layerkit.agent.handler"
 EXPOSE 80 8404
 LABEL org.layerkit.image="haproxy" \
       org.layerkit.version="9.9.9"
