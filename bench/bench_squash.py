@@ -44,7 +44,7 @@ def _build(client: DockerClient, text: str, tag: str) -> None:
             raise RuntimeError(chunk["error"])
 
 
-def _big_image(mb: int) -> str:
+def _big_image(mb: int, base: str) -> str:
     """Seven layers over the base; one file deleted later, one rewritten (a copy-up)."""
     steps = [f"head -c {mb}M /dev/urandom > /a1 && mkdir /d && "
              "for i in $(seq 1 200); do head -c 20k /dev/urandom > /d/f$i; done",
@@ -54,13 +54,13 @@ def _big_image(mb: int) -> str:
              f"head -c {mb}M /dev/urandom > /a5 && echo x >> /a2",
              f"head -c {mb}M /dev/urandom > /a6",
              f"head -c {mb}M /dev/urandom > /a7"]
-    return f"FROM {BASE}\n" + "".join(f"RUN {s}\n" for s in steps) + 'CMD ["ls", "/"]\n'
+    return f"FROM {base}\n" + "".join(f"RUN {s}\n" for s in steps) + 'CMD ["ls", "/"]\n'
 
 
-def _many_files(n: int) -> str:
+def _many_files(n: int, base: str) -> str:
     write = ("awk 'BEGIN{{for(i=1;i<={n};i++){{f=\"/many/f\" i; print \"{v}\" i > f; "
              "close(f)}}}}'")
-    return (f"FROM {BASE}\nRUN mkdir /many && {write.format(n=n, v='one')}\n"
+    return (f"FROM {base}\nRUN mkdir /many && {write.format(n=n, v='one')}\n"
             f"RUN {write.format(n=n, v='two')}\nCMD [\"ls\", \"/many\"]\n")
 
 
@@ -76,6 +76,8 @@ def _measure(argv: list[str], client: DockerClient, tag: str) -> Measured:
     if code != "0":
         raise RuntimeError(f"{argv[0]} failed ({code}): {done.stderr[-500:]}")
     size = int(client.api.inspect_image(tag)["Size"])
+    print(f"bench squash: {Path(argv[0]).name}: {float(seconds):.1f} s, {int(rss_kb) // 1024} MB "
+          f"RSS, {size / MB:.1f} MB", file=sys.stderr, flush=True)
     return Measured(float(seconds), int(rss_kb) * 1024, size)
 
 
@@ -85,8 +87,7 @@ def _layerkit(client: DockerClient, src: str, tag: str, base: str) -> Measured:
 
 
 def _docker_squash(client: DockerClient, src: str, tag: str, base: str) -> Measured:
-    base_id = client.api.inspect_image(base)["Id"]
-    return _measure([str(BIN / "docker-squash"), "-f", base_id, "-t", tag, src], client, tag)
+    return _measure([str(BIN / "docker-squash"), "-f", base, "-t", tag, src], client, tag)
 
 
 def _save_floor(src: str) -> float:
@@ -116,13 +117,14 @@ def run(quick: bool) -> str:
     lines = ["| case | layerkit squash (time, peak RSS, result size) | docker-squash 1.2 | "
              "target | |", "|---|---|---|---|---|"]
     notes = []
+    base = client.api.inspect_image(BASE)["Id"]  # pinned: the base may be rebuilt meanwhile
     try:
         big = f"layerkit-bench/squash-big-{run_id}:src"
         made.append(big)
-        _build(client, _big_image(4 if quick else 40), big)
+        _build(client, _big_image(4 if quick else 33, base), big)
         floor = _save_floor(big)
-        ours = _layerkit(client, big, made_tag(made, "big-lk", run_id), BASE)
-        peer = _docker_squash(client, big, made_tag(made, "big-ds", run_id), BASE)
+        ours = _layerkit(client, big, made_tag(made, "big-lk", run_id), base)
+        peer = _docker_squash(client, big, made_tag(made, "big-ds", run_id), base)
         size = int(client.api.inspect_image(big)["Size"])
         ok = (ours.seconds <= 0.5 * peer.seconds and ours.peak_rss <= peer.peak_rss
               and ours.size <= peer.size)
@@ -134,16 +136,16 @@ def run(quick: bool) -> str:
         n = 3_000 if quick else 30_000
         many = f"layerkit-bench/squash-many-{run_id}:src"
         made.append(many)
-        _build(client, _many_files(n), many)
-        ours = _layerkit(client, many, made_tag(made, "many-lk", run_id), BASE)
-        peer = _docker_squash(client, many, made_tag(made, "many-ds", run_id), BASE)
+        _build(client, _many_files(n, base), many)
+        ours = _layerkit(client, many, made_tag(made, "many-lk", run_id), base)
+        peer = _docker_squash(client, many, made_tag(made, "many-ds", run_id), base)
         lines.append(_row(f"{n:,} small files rewritten in a second layer", ours, peer,
                           "≤ 0.05× time", ours.seconds <= 0.05 * peer.seconds))
         n = 10_000 if quick else 100_000
         huge = f"layerkit-bench/squash-huge-{run_id}:src"
         made.append(huge)
-        _build(client, _many_files(n), huge)
-        ours = _layerkit(client, huge, made_tag(made, "huge-lk", run_id), BASE)
+        _build(client, _many_files(n, base), huge)
+        ours = _layerkit(client, huge, made_tag(made, "huge-lk", run_id), base)
         lines.append(_row(f"{n:,} small files rewritten in a second layer", ours, None,
                           "< 60 s", ours.seconds < 60))
     finally:

@@ -1,0 +1,56 @@
+"""`layerkit squash` through the CLI, no engine: --archive in, --archive-out out, JSON schema,
+one-line errors with exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from layerkit.cli import app
+from tests.unit.test_squash_image import write_source
+
+runner = CliRunner(env={"COLUMNS": "120", "TERM": "dumb", "SOURCE_DATE_EPOCH": "1700000000"})
+
+
+def test_json_summary_is_versioned_with_sizes_in_bytes(tmp_path: Path) -> None:
+    src, out = write_source(tmp_path), tmp_path / "out.tar"
+    result = runner.invoke(app, ["squash", "--archive", str(src), "--last", "3",
+                                 "--archive-out", str(out), "--no-load", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["schema"] == "layerkit/squash/v1"
+    assert (body["layers_before"], body["layers_after"], body["squashed_layers"]) == (4, 2, 3)
+    assert isinstance(body["bytes_before"], int)
+    assert set(body["seconds"]) == {"read", "merge", "load", "verify", "total"}
+    assert body["verified"] is True
+    assert body["loaded"] is False
+    assert out.is_file()
+
+
+def test_table_summary_shows_layers_bytes_and_phases(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["squash", "--archive", str(src), "--all",
+                                 "--archive-out", str(tmp_path / "o.tar"), "--no-load"])
+    assert result.exit_code == 0, result.stderr
+    assert "layers" in result.stdout
+    for phase in ("read", "merge", "load", "verify"):
+        assert phase in result.stdout
+
+
+def test_nothing_to_squash_exits_2_with_one_line(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["squash", "--archive", str(src), "--last", "1",
+                                 "--archive-out", str(tmp_path / "o.tar"), "--no-load"])
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_range_must_be_chosen(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["squash", "--archive", str(src),
+                                 "--archive-out", str(tmp_path / "o.tar"), "--no-load"])
+    assert result.exit_code == 2
+    assert "--from" in result.stderr
