@@ -35,12 +35,14 @@ from .engine import (
     DockerClient,
     create_container,
     create_network,
+    exec_in,
     find_image,
     get_file,
     labelled_containers,
     labelled_networks,
     labelled_volumes,
     put_files,
+    refresh,
     remove_container,
     remove_network,
     remove_volume,
@@ -55,6 +57,8 @@ KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
 PARALLEL = 4  # engine calls at once: enough to overlap, few enough for two cores
+HANDLER = ["python3", "-m", "layerkit.agent.handler"]
+HOLD_SECONDS = 20
 _NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 
 
@@ -160,22 +164,52 @@ def _lb_spec(opts: ClusterOptions) -> ContainerSpec:
                STATS_PORT: ("127.0.0.1", opts.stats_port or None)})
 
 
-def _launch(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
-            ) -> Container:
-    """Create, hand in the secrets, start: the key is in place before Serf first runs."""
+def _prepare(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
+             ) -> Container:
+    """Create and hand in the secrets: the key is in place before Serf first runs."""
     container = create_container(client, spec)
     put_files(container, files)
+    return container
+
+
+def _launch(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
+            ) -> Container:
+    container = _prepare(client, spec, files)
     start_container(container)
     return container
 
 
-def _launch_webs(client: DockerClient, opts: ClusterOptions, keyring: bytes, count: int
-                 ) -> list[str]:
+def _launch_webs(client: DockerClient, opts: ClusterOptions, keyring: bytes, count: int, *,
+                 lb: Container | None = None, expected: int = 0) -> list[str]:
+    """All created first, then all started, with the load balancer's reloads held until
+    `expected` web members are alive: a batch costs one reload, not one per join."""
     files = {KEYRING_PATH: (keyring, 0o600)}
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        launched = list(pool.map(lambda _: _launch(client, _web_spec(opts), files),
-                                 range(count)))
-    return [c.name or "" for c in launched]
+    batch = lb is not None and count > 1
+    if batch and lb is not None:
+        exec_in(lb, [*HANDLER, "--hold", str(HOLD_SECONDS)])
+    try:
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            created = list(pool.map(lambda _: _prepare(client, _web_spec(opts), files),
+                                    range(count)))
+            list(pool.map(start_container, created))
+        if batch:
+            _wait_members(lb, expected, timeout=HOLD_SECONDS)
+    finally:
+        if batch and lb is not None:
+            exec_in(lb, [*HANDLER, "--release"])
+    return [c.name or "" for c in created]
+
+
+def _wait_members(lb: Container | None, expected: int, *, timeout: float) -> bool:
+    """Poll until the load balancer's Serf sees `expected` alive web members."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = lb_view(refresh(lb) if lb is not None else None)
+        if view is not None and sum(1 for m in view.members
+                                    if m.role == "web" and m.status == "alive") >= expected:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _containers(client: DockerClient, name: str, role: str | None = None) -> list[Container]:
@@ -224,9 +258,9 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     try:
         create_network(client, network_name(opts.name), labels(opts.name, "network"))
         on_progress("load balancer")
-        _launch(client, _lb_spec(opts), _lb_files(made))
+        lb = _launch(client, _lb_spec(opts), _lb_files(made))
         on_progress(f"{scale} web apps")
-        _launch_webs(client, opts, made.keyring, scale)
+        _launch_webs(client, opts, made.keyring, scale, lb=lb, expected=scale)
     except BaseException:
         down(client, opts.name)  # no half cluster left behind
         raise
@@ -262,7 +296,8 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
         # a stop is a graceful Serf leave: HAProxy drops the backend before it goes away
         list(pool.map(stop_container, extra))
         list(pool.map(remove_container, dead + extra))
-    started_names = _launch_webs(client, opts, keyring, max(0, n - len(alive)))
+    started_names = _launch_webs(client, opts, keyring, max(0, n - len(alive)),
+                                 lb=_lb(client, name), expected=n)
     ready = wait_ready(client, name, n, timeout=wait) if wait > 0 else False
     return ScaleResult(name, len(alive), n, tuple(started_names),
                        tuple(c.name or "" for c in dead + extra) + removed, ready,

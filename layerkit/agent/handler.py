@@ -4,7 +4,8 @@ Serf runs it (one at a time) on member-join, -leave, -failed, -update and -reap.
 the event's payload for the config: it reads the current alive members with role web, validates
 them (members.py), renders the template, and only when the result differs checks it with
 `haproxy -c`, replaces the file atomically and reloads the master-worker (SIGUSR2 through s6).
-Reloads are at least MIN_RELOAD_INTERVAL apart, so a burst of joins costs few of them. Every
+The first reload after a quiet spell is immediate; later ones are spaced (reload_gap), so a
+burst of joins costs few of them. Every
 event and what came of it is appended to the event log as one JSON line.
 """
 
@@ -26,7 +27,9 @@ from .lbsystem import LbSystem
 from .members import Backend, MembersError, Membership, parse_members, select_backends
 
 MIN_RELOAD_INTERVAL = 1.0  # seconds between two reloads; later events wait and batch up
+BURST_RELOAD_INTERVAL = 2.0  # ... after a reload that changed several servers (a burst is on)
 MAX_PAYLOAD = 64 * 1024    # bytes of the event's stdin kept for the log
+MAX_HOLD = 30.0            # seconds `layerkit up/scale` may hold reloads while it starts a batch
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class Paths:
     @property
     def last_reload(self) -> Path:
         return self.state_dir / "last-reload"
+
+    @property
+    def hold(self) -> Path:
+        return self.state_dir / "hold-until"
 
 
 @dataclass(frozen=True)
@@ -94,19 +101,67 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _wait_for_interval(paths: Paths, system: System) -> None:
-    """Sleep until MIN_RELOAD_INTERVAL has passed since the last reload (events batch up)."""
+def reload_gap(changed: int) -> float:
+    """Seconds to keep after a reload that added or removed `changed` servers.
+
+    A single change is usually alone (one join, one leave): the next one may follow soon. A
+    reload that changed several servers is part of a burst: hold the next one longer so the
+    rest of the burst lands in it.
+    """
+    return BURST_RELOAD_INTERVAL if changed > 1 else MIN_RELOAD_INTERVAL
+
+
+def _last_reload(paths: Paths) -> tuple[float, int] | None:
     try:
-        last = float(paths.last_reload.read_text())
+        when, changed = paths.last_reload.read_text().split()
+        return float(when), int(changed)
     except (OSError, ValueError):
+        return None
+
+
+def _wait_for_interval(paths: Paths, system: System) -> None:
+    """Sleep until the reload gap has passed since the last reload (events batch up)."""
+    last = _last_reload(paths)
+    if last is None:
         return
-    remaining = MIN_RELOAD_INTERVAL - (system.now() - last)
-    if 0 < remaining <= MIN_RELOAD_INTERVAL:
+    gap = reload_gap(last[1])
+    remaining = gap - (system.now() - last[0])
+    if 0 < remaining <= gap:
         system.sleep(remaining)
+
+
+def server_names(config: str | None) -> set[str]:
+    """The server names of a rendered config (lines `server <name> <addr> ...`)."""
+    names = set()
+    for line in (config or "").splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "server":
+            names.add(words[1])
+    return names
+
+
+def hold(paths: Paths, system: System, seconds: float) -> None:
+    """Defer reloads while `layerkit up/scale` starts a batch of web apps (bounded)."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    until = system.now() + min(max(seconds, 0.0), MAX_HOLD)
+    paths.hold.write_text(f"{until:.3f}\n")
+
+
+def held_for(paths: Paths, system: System) -> float:
+    """Seconds left of a hold; 0 when none is on (or it is malformed)."""
+    try:
+        until = float(paths.hold.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    return max(0.0, min(until - system.now(), MAX_HOLD))
 
 
 def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
     """Bring haproxy.cfg in line with the alive web members; reload only on a change."""
+    left = held_for(paths, system)
+    if left > 0:
+        return Outcome("held", reason=f"a batch is starting; reconciled at its end "
+                                      f"(at most {left:.1f} s)")
     _wait_for_interval(paths, system)
     try:
         membership = select_backends(parse_members(system.members()))
@@ -118,9 +173,11 @@ def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
         text = render(paths.template.read_text(encoding="utf-8"), membership.backends, ports)
     except (OSError, jinja2.TemplateError) as exc:
         return Outcome("invalid", names, rejected, f"cannot render the template: {exc}")
-    if _current(paths.config) == text:
+    current = _current(paths.config)
+    if current == text:
         return Outcome("unchanged", names, rejected)
-    return _install(paths, system, text, membership, rejected)
+    changed = len(server_names(current) ^ set(names))
+    return _install(paths, system, text, membership, rejected, changed=changed)
 
 
 def _current(path: Path) -> str | None:
@@ -131,7 +188,7 @@ def _current(path: Path) -> str | None:
 
 
 def _install(paths: Paths, system: System, text: str, membership: Membership,
-             rejected: tuple[str, ...]) -> Outcome:
+             rejected: tuple[str, ...], *, changed: int) -> Outcome:
     names = tuple(b.name for b in membership.backends)
     candidate = paths.config.with_name(f".{paths.config.name}.candidate")
     candidate.write_text(text, encoding="utf-8")
@@ -143,7 +200,7 @@ def _install(paths: Paths, system: System, text: str, membership: Membership,
         return Outcome("invalid", names, rejected, f"haproxy -c refused the render: {problem}")
     write_atomically(paths.config, text)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
-    paths.last_reload.write_text(f"{system.now():.3f}\n")
+    paths.last_reload.write_text(f"{system.now():.3f} {changed}\n")
     problem = system.reload()
     if problem is not None:
         return Outcome("error", names, rejected, f"config replaced, reload failed: {problem}")
@@ -187,12 +244,23 @@ def handle(event: str, payload: str, paths: Paths, system: System,
 
 
 def main() -> int:
+    paths = Paths()
+    system = LbSystem(paths.password_file)
+    # `--hold SECONDS` / `--release`: run by `layerkit up/scale` around a batch of starts
+    if sys.argv[1:2] == ["--hold"] and len(sys.argv) == 3:
+        hold(paths, system, float(sys.argv[2]))
+        return 0
+    if sys.argv[1:] == ["--release"]:
+        paths.hold.unlink(missing_ok=True)
+        return _report(handle("release", "", paths, system))
     event = os.environ.get("SERF_EVENT", "manual")
     if event == "user":
         event = f"user:{os.environ.get('SERF_USER_EVENT', '')}"
     payload = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PAYLOAD)
-    paths = Paths()
-    outcome = handle(event, payload, paths, LbSystem(paths.password_file))
+    return _report(handle(event, payload, paths, system))
+
+
+def _report(outcome: Outcome) -> int:
     if outcome.action in ("invalid", "error"):
         print(f"layerkit handler: {outcome.action}: {outcome.reason}", file=sys.stderr)
     for line in outcome.rejected:

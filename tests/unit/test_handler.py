@@ -208,17 +208,51 @@ def test_hostile_member_never_reaches_the_config(paths: Paths) -> None:
     assert len(outcome.rejected) == 1
 
 
+class JoiningSystem(FakeSystem):
+    """Members join on a schedule; `members()` answers with those joined by the fake clock."""
+
+    def __init__(self, joins: list[float]) -> None:
+        super().__init__()
+        self.joins = joins
+
+    def members(self) -> str:
+        return doc(*(member(f"web-{i}", f"172.18.0.{10 + i}:7946")
+                     for i, at in enumerate(self.joins) if at <= self.clock))
+
+
 def test_reloads_are_spaced_so_bursts_batch_up(paths: Paths) -> None:
-    """Ten joins arriving one per event cost reloads at most MIN_RELOAD_INTERVAL apart."""
-    system = FakeSystem()
-    joined: list[dict[str, object]] = []
-    for i in range(10):
-        joined.append(member(f"web-{i}", f"172.18.0.{10 + i}:7946"))
-        system.members_json = doc(*joined)
+    """Ten joins 250 ms apart, an event each (handlers run one at a time): few reloads."""
+    system = JoiningSystem([1_000.0 + 0.25 * i for i in range(10)])
+    for at in system.joins:
+        system.clock = max(system.clock, at)  # the event is handled once the previous one ends
         reconcile(paths, system)
-        system.clock += 0.1  # the next event arrives 100 ms later
-    assert system.slept
-    assert all(s <= handler.MIN_RELOAD_INTERVAL for s in system.slept)
+    assert system.reloads <= 3
+    assert system.slept[0] <= handler.MIN_RELOAD_INTERVAL
+    assert "web-9" in paths.config.read_text()  # the last join made it in
+
+
+def test_reload_gap_widens_in_a_burst() -> None:
+    assert handler.reload_gap(1) == handler.MIN_RELOAD_INTERVAL
+    assert handler.reload_gap(4) == handler.BURST_RELOAD_INTERVAL
+
+
+def test_a_leave_right_after_a_join_waits_only_the_short_gap(paths: Paths) -> None:
+    system = FakeSystem(doc(member("web-a"), member("web-b", "172.18.0.6:7946")))
+    reconcile(paths, system)
+    system.clock += 5
+    system.members_json = doc(member("web-a"), member("web-b", "172.18.0.6:7946"),
+                              member("web-c", "172.18.0.7:7946"))
+    reconcile(paths, system)  # one join
+    system.clock += 0.3
+    system.members_json = doc(member("web-a"), member("web-b", "172.18.0.6:7946"))
+    assert reconcile(paths, system).action == "reload"  # one leave
+    assert system.slept == [pytest.approx(handler.MIN_RELOAD_INTERVAL - 0.3)]
+
+
+def test_server_names_of_a_config() -> None:
+    text = render(TEMPLATE.read_text(), (Backend("web-a", "172.18.0.5", 3000),))
+    assert handler.server_names(text) == {"web-a"}
+    assert handler.server_names(None) == set()
 
 
 def test_handle_appends_events_and_outcomes(paths: Paths) -> None:
@@ -239,3 +273,16 @@ def test_stats_password_must_be_well_formed(tmp_path: Path) -> None:
     path.write_text('short"\n')
     assert stats_password(path) is None
     assert stats_password(tmp_path / "missing") is None
+
+
+def test_a_hold_defers_reloads_until_released_or_expired(paths: Paths) -> None:
+    system = FakeSystem(doc(member("web-a")))
+    handler.hold(paths, system, 20)
+    assert reconcile(paths, system).action == "held"
+    assert system.reloads == 0
+    paths.hold.unlink()  # --release
+    assert reconcile(paths, system).action == "reload"
+    handler.hold(paths, system, 999)  # bounded
+    system.clock += handler.MAX_HOLD + 0.1
+    system.members_json = doc(member("web-a"), member("web-b", "172.18.0.6:7946"))
+    assert reconcile(paths, system).action == "reload"
