@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .archive import SavedImage
 from .divecompat import DiveFigures, dive_figures
-from .fsview import Cause, View, is_opaque_marker, marked_path, replay, whiteout_target
+from .fsview import Cause, View, is_opaque_marker, replay, whiteout_target
 from .lint import Finding, LintReport
 
 __all__ = [
@@ -128,8 +128,7 @@ def analyze_image(image: SavedImage, *, top: int = 20,
     wasted = _wasted(view)
     junk = _junk(view)
     attached = _attach(image, lint) if lint else {}
-    layers = tuple(_layer_report(image, view, i, (wasted, junk), attached.get(i, ()))
-                   for i in range(len(image.layers)))
+    layers = _layer_reports(image, view, wasted, junk, attached)
     causes: Counter[str] = Counter()
     for item in wasted:
         causes[item.cause] += item.size
@@ -172,38 +171,43 @@ def _junk(view: View) -> tuple[JunkItem, ...]:
     return tuple(sorted(items, key=lambda j: (-j.bytes, j.category, j.layer)))
 
 
-def _layer_report(image: SavedImage, view: View, index: int,
-                  found: tuple[list[WastedPath], tuple[JunkItem, ...]],
-                  findings: tuple[Finding, ...]) -> LayerReport:
-    layer = image.layers[index]
-    wasted, junk = found
-    added, modified, removed = _changes(view, index)
-    return LayerReport(
-        index=index, digest=layer.digest, created_by=layer.created_by,
-        content_bytes=layer.content_bytes, files_added=added, files_modified=modified,
-        files_removed=removed,
-        reclaimable_bytes=sum(w.size for w in wasted if w.stored_in == index),
-        hides_bytes=sum(w.size for w in wasted if w.hidden_by == index),
-        junk_bytes=sum(j.bytes for j in junk if j.layer == index), findings=findings)
+def _layer_reports(image: SavedImage, view: View, wasted: list[WastedPath],
+                   junk: tuple[JunkItem, ...],
+                   attached: dict[int, tuple[Finding, ...]]) -> tuple[LayerReport, ...]:
+    stored, hid, junk_by = Counter[int](), Counter[int](), Counter[int]()
+    for item in wasted:
+        stored[item.stored_in] += item.size
+        hid[item.hidden_by] += item.size
+    for found in junk:
+        junk_by[found.layer] += found.bytes
+    changes = _changes(view)
+    return tuple(LayerReport(
+        index=i, digest=layer.digest, created_by=layer.created_by,
+        content_bytes=layer.content_bytes, files_added=changes[i][0],
+        files_modified=changes[i][1], files_removed=changes[i][2],
+        reclaimable_bytes=stored[i], hides_bytes=hid[i], junk_bytes=junk_by[i],
+        findings=attached.get(i, ())) for i, layer in enumerate(image.layers))
 
 
-def _changes(view: View, index: int) -> tuple[int, int, int]:
-    """Non-directory paths this layer added, modified (replaced a lower version), removed
-    (lower versions its whiteouts or opaque directories hid)."""
-    replaced: set[str] = set()
-    removed = 0
-    for layer in range(index):
-        for entry, hidden in zip(view.layers[layer], view.fates[layer], strict=True):
-            if hidden is None or hidden.by_layer != index or not _is_file_like(entry.path,
-                                                                                entry.kind):
+def _changes(view: View) -> list[tuple[int, int, int]]:
+    """Per layer: non-directory paths it added, modified (replaced a lower version of), and
+    removed (lower versions its whiteouts or opaque directories hid)."""
+    replaced: list[set[str]] = [set() for _ in view.layers]
+    removed = [0] * len(view.layers)
+    for layer, entries in enumerate(view.layers):
+        for entry, hidden in zip(entries, view.fates[layer], strict=True):
+            if hidden is None or not _is_file_like(entry.path, entry.kind):
                 continue
             if hidden.cause in ("deleted", "opaque_dir"):
-                removed += 1
+                removed[hidden.by_layer] += 1
             else:
-                replaced.add(marked_path(entry))
-    own = [e for e in view.layers[index] if _is_file_like(e.path, e.kind)]
-    modified = sum(1 for e in own if e.path in replaced)
-    return len(own) - modified, modified, removed
+                replaced[hidden.by_layer].add(entry.path)
+    result = []
+    for layer, entries in enumerate(view.layers):
+        own = [e.path for e in entries if _is_file_like(e.path, e.kind)]
+        modified = sum(1 for path in own if path in replaced[layer])
+        result.append((len(own) - modified, modified, removed[layer]))
+    return result
 
 
 def _is_file_like(path: str, kind: str) -> bool:
