@@ -4,8 +4,9 @@ Phases (each timed for the summary):
 
 1. read: one `docker save` stream (or the user's archive) is parsed as it arrives for every
    layer's entries and content hashes; by default the stream is also spooled to a temporary file
-   so the merge can read the range's layers from it. `low_disk` reads the image a second time from
-   the engine instead, so the only temporary file is the new layer.
+   so the merge can read the range's layers from it. `low_disk` (chosen by itself when the
+   temporary directory lacks room for that) reads the image a second time from the engine
+   instead, so the only temporary file is the new layer.
 2. merge: `merge.plan_merge` decides from metadata, newest layer first, what the new layer holds;
    `merge.write_layer*` copies it into one temporary tar, hashing it (its diff_id) on the way.
 3. load: a tar holding just the new layer, the new config and a manifest is streamed to the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shutil
 import tempfile
 import time
 import zlib
@@ -34,10 +36,9 @@ from typing import IO, Any, TypeVar
 import zstandard
 
 from . import engine
-from .archive import Archive, Entry, Layer, SavedImage, read_archive
+from .archive import Archive, Layer, SavedImage, read_archive
 from .engine import DockerClient
 from .errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
-from .fsview import Node, replay
 from .imagecfg import (
     ArchiveWriter,
     created_time,
@@ -47,6 +48,7 @@ from .imagecfg import (
     squashed_config,
 )
 from .merge import MergePlan, WrittenLayer, plan_merge, write_layer, write_layer_seekable
+from .squashverify import result_matches
 from .tarstream import iter_chunks_reader
 
 __all__ = ["Phases", "SquashOptions", "SquashResult", "choose_start", "squash"]
@@ -153,6 +155,7 @@ class _Run:
         self.spool = tmp / "source.tar" if opts.archive is None else opts.archive
         self.times: dict[str, float] = {}
         self.existed = True  # was the result's image ID already in the engine before the load?
+        self.low_disk = opts.low_disk
 
     def run(self) -> SquashResult:
         image, start = self._timed("read", self._read)
@@ -164,7 +167,7 @@ class _Run:
         config = squashed_config(image, start, written.diff_id, created)
         new_id = image_id(config)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            check = pool.submit(_result_matches, image, start, layer_path, config) \
+            check = pool.submit(result_matches, image, start, layer_path, config) \
                 if self.opts.verify else None
             try:
                 loaded = self._timed("load", lambda: self._load(layer_path, config, start, new_id))
@@ -203,6 +206,8 @@ class _Run:
                              source_layers=source_layers, last=self.opts.last,
                              all_layers=self.opts.all_layers)
         stream: Iterable[bytes] = engine.save_image(client, ref)
+        # spooling needs room for the saved image and the new layer; else read the image twice
+        self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
         if self._spooling:
             with open(self.spool, "wb") as fh:
                 image = read_archive(_tee(stream, fh), hash_content=self.opts.verify).images[0]
@@ -214,7 +219,7 @@ class _Run:
 
     @property
     def _spooling(self) -> bool:
-        return self.opts.archive is None and (not self.opts.low_disk
+        return self.opts.archive is None and (not self.low_disk
                                               or self.opts.archive_out is not None)
 
     def _engine_source(self) -> tuple[DockerClient, str]:
@@ -314,6 +319,11 @@ class _Run:
             phases=Phases(**{k: round(v, 3) for k, v in self.times.items()}))
 
 
+def _short_of_space(directory: Path, image_size: int) -> bool:
+    """Too little room to spool the saved image (tar headers add a little) plus the new layer."""
+    return shutil.disk_usage(directory).free < 2.2 * image_size
+
+
 def _pick(archive: Archive, ref: str | None) -> SavedImage:
     if ref is None:
         if len(archive.images) != 1:
@@ -340,36 +350,6 @@ def _planned_bytes(layers: Sequence[Layer], plan: MergePlan) -> int:
     files = {(layer.index, e.path): e.size for layer in layers[plan.start:]
              for e in layer.entries if e.kind == "file"}
     return total + sum(files.get((c.layer, c.target), 0) for c in plan.conversions)
-
-
-def _result_matches(image: SavedImage, start: int, layer_path: Path,
-                    config: dict[str, Any]) -> str | None:
-    """Read the new layer back as the engine will and compare merged trees; None if equal."""
-    alone = dict(config, rootfs={"type": "layers", "diff_ids": config["rootfs"]["diff_ids"][-1:]},
-                 history=[])
-    new = read_archive(load_stream(layer_path, alone, 0), hash_content=True).images[0]
-    kept: list[Sequence[Entry]] = [layer.entries for layer in image.layers[:start]]
-    result = replay([*kept, new.layers[0].entries])
-    source = replay([layer.entries for layer in image.layers])
-    if result.fingerprint() == source.fingerprint():
-        return None
-    return _first_difference(source.final, result.final)
-
-
-def _first_difference(want: Mapping[str, Node], got: Mapping[str, Node]) -> str:
-    for path in sorted(set(want) | set(got)):
-        if path not in got:
-            return f"{path} is missing"
-        if path not in want:
-            return f"{path} is extra"
-        if _shape(want[path]) != _shape(got[path]):
-            return f"{path} differs ({_shape(want[path])} != {_shape(got[path])})"
-    return "the trees differ"  # pragma: no cover - equal trees give equal fingerprints
-
-
-def _shape(node: Node) -> tuple[object, ...]:
-    """What the fingerprint covers: not which layer or inode a path comes from."""
-    return node.kind, oct(node.mode), node.uid, node.gid, node.linkname, node.digest or node.size
 
 
 def _stored_tar(fh: IO[bytes], layer: Layer) -> Iterator[bytes]:

@@ -203,7 +203,7 @@ def test_interrupted_squash_leaves_everything_as_it_was(
     if where == "load":
         monkeypatch.setattr(engine, "load_image", cut_load)
     elif where == "verify":
-        monkeypatch.setattr(squash, "_result_matches", fail_verify)
+        monkeypatch.setattr(squash, "result_matches", fail_verify)
     else:
         monkeypatch.setattr(engine, "tag_image", engine_error)
     before = _tags(docker_client)
