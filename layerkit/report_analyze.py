@@ -206,7 +206,8 @@ def layer_chart_svg(image: ImageReport) -> str:
     matplotlib.use("Agg")
     from matplotlib import pyplot  # noqa: PLC0415
 
-    labels = [f"{layer.index}: {_short(layer.created_by, 40)}" for layer in image.layers]
+    labels = [f"{layer.index}: {_short(layer.created_by, 40) or '(no history)'}"
+              for layer in image.layers]
     live = [(layer.content_bytes - layer.reclaimable_bytes) / 1e6 for layer in image.layers]
     waste = [layer.reclaimable_bytes / 1e6 for layer in image.layers]
     figure, axes = pyplot.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
@@ -221,7 +222,8 @@ def layer_chart_svg(image: ImageReport) -> str:
         figure.savefig(buffer, format="svg")
     finally:
         pyplot.close(figure)
-    return buffer.getvalue().split("?>", 1)[-1]  # drop the XML declaration inside HTML
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]  # inline in HTML: no XML declaration or DOCTYPE
 
 
 def report_files(report: AnalyzeReport) -> dict[str, str]:
