@@ -136,7 +136,7 @@ def analyze_image(image: SavedImage, *, top: int = 20,
         ref=image.refs[0] if image.refs else image.config_digest[:19], image_id=image.config_digest,
         layers=layers, content_bytes=view.content_bytes, final_bytes=view.final_bytes,
         reclaimable_bytes=view.reclaimable_bytes, junk_bytes=sum(j.bytes for j in junk),
-        dive=dive, top=tuple(sorted(wasted, key=_by_size)[:top]),
+        dive=dive, top=tuple(sorted((w for w in wasted if w.size), key=_by_size)[:top]),
         junk=junk, causes=dict(causes))
 
 
