@@ -130,6 +130,8 @@ def _kills(client: DockerClient, name: str, url: str, samples: int,
                                interval=0.05)
             times.append(time.monotonic() - killed)
         cluster.scale(client, name, 3)
+    if loop.failures:
+        print(f"bench cluster: kill loop failures: {loop.failures[:3]}", file=sys.stderr)
     return times, loop.total, len(loop.failures)
 
 

@@ -268,6 +268,8 @@ def up_cmd(
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port)
+    cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
+    cluster.validate_scale(scale)
     client = connect(os.environ)
     result = cluster.up(client, opts, scale, wait=wait,
                         on_progress=lambda what: err.print(f"starting {what}", markup=False))
@@ -287,6 +289,8 @@ def scale_cmd(
     OutputFormat.table,
 ) -> None:
     """Set the number of web apps live; replaces any removed behind layerkit's back."""
+    cluster.validate_name(name)
+    cluster.validate_scale(n)
     result = cluster.scale(connect(os.environ), name, n, wait=wait)
     out.print(report.scale_json(result) if output is OutputFormat.json
               else report.scale_text(result), markup=False)
@@ -304,6 +308,7 @@ def status_cmd(
     OutputFormat.table,
 ) -> None:
     """Containers, Serf members and HAProxy's view of each backend."""
+    cluster.validate_name(name)
     client = connect(os.environ)
     if stats_password:
         out.print(cluster.stats_password(client, name), markup=False)
@@ -322,6 +327,7 @@ def down_cmd(
     OutputFormat.table,
 ) -> None:
     """Remove every container, network and volume labelled with the cluster's name."""
+    cluster.validate_name(name)
     result = cluster.down(connect(os.environ), name)
     out.print(report.down_json(result) if output is OutputFormat.json
               else report.down_text(result), markup=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from typer.testing import CliRunner
 
 from layerkit import cluster, report
 from layerkit.agent.lbstatus import parse_stat_csv
+from layerkit.cli import app
 from layerkit.clusterview import (
     ClusterStatus,
     ContainerRow,
@@ -84,3 +86,16 @@ def test_status_json_schema_is_pinned() -> None:
     assert set(doc) == {"schema", "cluster", "url", "stats_url", "haproxy", "containers",
                         "members", "backends"}
     assert "HAProxy did not answer" in report.cluster_status_table(status)
+
+
+@pytest.mark.parametrize("args", [
+    ["up", "--name", "Bad_Name"], ["up", "--scale", "-1"], ["up", "--bind", "localhost"],
+    ["up", "--port", "70000"], ["scale", "3", "--name", "x y"], ["scale", "999"],
+    ["status", "--name", ""], ["down", "--name", "UPPER"],
+])
+def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # no engine is needed to refuse: point at one that does not exist
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
