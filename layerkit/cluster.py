@@ -9,6 +9,7 @@ containers before they start (never in an image, an environment variable or the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import re
@@ -28,6 +29,7 @@ from .clusterview import (
     container_row,
     endpoints_of,
     lb_view,
+    wait_members,
 )
 from .engine import (
     Container,
@@ -42,17 +44,17 @@ from .engine import (
     labelled_networks,
     labelled_volumes,
     put_files,
-    refresh,
     remove_container,
     remove_network,
     remove_volume,
     start_container,
     stop_container,
 )
-from .errors import ClusterError, NotFound, UsageError
+from .errors import ClusterError, EngineError, NotFound, UsageError
 
 PROJECT_LABEL = "org.layerkit.project"
 ROLE_LABEL = "org.layerkit.role"
+BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"  # on the network, for restores
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
@@ -185,31 +187,27 @@ def _launch_webs(client: DockerClient, opts: ClusterOptions, keyring: bytes, cou
     `expected` web members are alive: a batch costs one reload, not one per join."""
     files = {KEYRING_PATH: (keyring, 0o600)}
     batch = lb is not None and count > 1
-    if batch and lb is not None:
-        exec_in(lb, [*HANDLER, "--hold", str(HOLD_SECONDS)])
+    if batch:
+        _tell_handler(lb, "--hold", str(HOLD_SECONDS))
     try:
         with ThreadPoolExecutor(PARALLEL) as pool:
             created = list(pool.map(lambda _: _prepare(client, _web_spec(opts), files),
                                     range(count)))
             list(pool.map(start_container, created))
         if batch:
-            _wait_members(lb, expected, timeout=HOLD_SECONDS)
+            wait_members(lb, expected, timeout=HOLD_SECONDS)
     finally:
-        if batch and lb is not None:
-            exec_in(lb, [*HANDLER, "--release"])
+        if batch:
+            _tell_handler(lb, "--release")
     return [c.name or "" for c in created]
 
 
-def _wait_members(lb: Container | None, expected: int, *, timeout: float) -> bool:
-    """Poll until the load balancer's Serf sees `expected` alive web members."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = lb_view(refresh(lb) if lb is not None else None)
-        if view is not None and sum(1 for m in view.members
-                                    if m.role == "web" and m.status == "alive") >= expected:
-            return True
-        time.sleep(0.2)
-    return False
+def _tell_handler(lb: Container | None, *args: str) -> None:
+    """Best effort: a load balancer that is restarting just reloads once per change."""
+    if lb is None:
+        return
+    with contextlib.suppress(EngineError):
+        exec_in(lb, [*HANDLER, *args])
 
 
 def _containers(client: DockerClient, name: str, role: str | None = None) -> list[Container]:
@@ -256,7 +254,8 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     _require_free_port(opts.bind, opts.port)
     made = new_secrets()
     try:
-        create_network(client, network_name(opts.name), labels(opts.name, "network"))
+        create_network(client, network_name(opts.name), {
+            **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port)})
         on_progress("load balancer")
         lb = _launch(client, _lb_spec(opts), _lb_files(made))
         on_progress(f"{scale} web apps")
@@ -287,7 +286,7 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     if not every:
         raise NotFound(f"no cluster named {name!r}", hint=f"`layerkit up --name {name}`")
     keyring = _keyring(every)
-    removed = _restore_lb(client, name, every, keyring)
+    _restore_lb(client, name, every, keyring)
     webs = [c for c in every if c.labels.get(ROLE_LABEL) == "web"]
     dead = [c for c in webs if not _running(c)]
     alive = sorted((c for c in webs if _running(c)), key=lambda c: c.attrs.get("Created", ""))
@@ -300,7 +299,7 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
                                  lb=_lb(client, name), expected=n)
     ready = wait_ready(client, name, n, timeout=wait) if wait > 0 else False
     return ScaleResult(name, len(alive), n, tuple(started_names),
-                       tuple(c.name or "" for c in dead + extra) + removed, ready,
+                       tuple(c.name or "" for c in dead + extra), ready,
                        time.monotonic() - started)
 
 
@@ -317,26 +316,20 @@ def _keyring(containers: list[Container]) -> bytes:
 
 
 def _restore_lb(client: DockerClient, name: str, every: list[Container], keyring: bytes
-                ) -> tuple[str, ...]:
-    """Start a stopped load balancer; recreate one removed behind our back."""
+                ) -> None:
+    """Start a stopped load balancer; recreate one removed behind our back, published where
+    `up` published it (kept in the network's labels)."""
     lbs = [c for c in every if c.labels.get(ROLE_LABEL) == "lb"]
     if lbs:
         if not _running(lbs[0]):
             start_container(lbs[0])
-        return ()
-    port = _published(every, HTTP_PORT)
-    opts = ClusterOptions(name=name, port=port or 0)
+        return
+    nets = labelled_networks(client, labels(name, "network"))
+    where = nets[0].attrs.get("Labels") or {} if nets else {}
+    port = str(where.get(PORT_LABEL, ""))
+    opts = ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
+                          port=int(port) if port.isdigit() else 0)
     _launch(client, _lb_spec(opts), _lb_files(Secrets(keyring, secrets.token_urlsafe(18))))
-    return ()
-
-
-def _published(containers: list[Container], port: str) -> int | None:
-    for container in containers:
-        bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
-        for binding in bindings.get(port) or []:
-            if str(binding.get("HostPort") or "").isdigit():
-                return int(binding["HostPort"])
-    return None
 
 
 def down(client: DockerClient, name: str) -> DownResult:

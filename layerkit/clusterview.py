@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 
 from .engine import Container, exec_in, refresh
@@ -81,6 +82,18 @@ def lb_view(lb: Container | None) -> LbView | None:
     except ValueError:
         return None
     return parse_view(raw) if isinstance(raw, dict) else None
+
+
+def wait_members(lb: Container | None, expected: int, *, timeout: float) -> bool:
+    """Poll until the load balancer's Serf sees `expected` alive web members."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = lb_view(refresh(lb) if lb is not None else None)
+        if view is not None and sum(1 for m in view.members
+                                    if m.role == "web" and m.status == "alive") >= expected:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def parse_view(raw: dict[str, object]) -> LbView:

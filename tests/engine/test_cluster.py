@@ -160,3 +160,11 @@ def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> N
     assert wait_until(restarted, timeout=30)
     assert cluster.wait_ready(docker_client, running, len(webs(docker_client, running)),
                               timeout=30)
+
+
+def test_scale_recreates_a_removed_load_balancer(docker_client: DockerClient,
+                                                 running: str) -> None:
+    remove_container(lb(docker_client, running))
+    result = cluster.scale(docker_client, running, 2)
+    assert result.ready
+    assert len(backends(url_of(docker_client, running), 20)) == 2
