@@ -62,7 +62,10 @@ def test_scale_to_six_then_two(docker_client: DockerClient, running: str) -> Non
     result = cluster.scale(docker_client, running, 6)
     assert result.ready
     assert len(backends(url, 40)) == 6
-    result = cluster.scale(docker_client, running, 2)
+    with LoadLoop(url, max_seconds=60) as loop:  # four graceful leaves at once
+        result = cluster.scale(docker_client, running, 2)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 20
     assert result.ready
     assert len(backends(url, 20)) == 2
     assert len(webs(docker_client, running)) == 2
