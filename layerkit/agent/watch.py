@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .handler import Paths, handle
+from .handler import Paths, handle, held_for
 from .lbsystem import LbSystem
 
 TRIGGERS = ("serf: EventMemberJoin", "serf: EventMemberLeave", "serf: EventMemberFailed",
@@ -83,6 +83,12 @@ def main() -> int:
 
 def _reconcile(line: str, paths: Paths, system: LbSystem) -> None:
     outcome = handle("watch", line, paths, system)
+    if outcome.action == "held":
+        # `layerkit up/scale` releases the hold and reconciles itself; should it never come
+        # back, the hold runs out (MAX_HOLD) and the change still lands here
+        while held_for(paths, system) > 0:
+            time.sleep(0.5)
+        outcome = handle("watch", "after hold", paths, system)
     if outcome.action in ("invalid", "error"):
         print(f"layerkit watch: {outcome.action}: {outcome.reason}", file=sys.stderr, flush=True)
 
