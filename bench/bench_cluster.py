@@ -13,6 +13,7 @@ come from the load balancer's event log (same kernel clock as the host).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -75,9 +76,10 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
-                    helpers: Any) -> tuple[list[float], list[float], int, int]:
+                    helpers: Any) -> tuple[list[float], list[float], list[float], int, int]:
     """Start one web app at a time: run → first served; then stop → out of HAProxy."""
     joins: list[float] = []
+    after_start: list[float] = []  # the part after the engine's create + start returned
     leaves: list[float] = []
     opts = cluster.ClusterOptions(name=name)
     keyring = get_file(_lb(client, name), cluster.KEYRING_PATH)
@@ -87,6 +89,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
             started = time.monotonic()
             container = cluster._launch(client, cluster._web_spec(opts),
                                         {cluster.KEYRING_PATH: (keyring, 0o600)})
+            launched = time.monotonic()
             ip = _ip(container, name)
             # an address can come back from an earlier sample: count only answers after the run
             def served(ip: str = ip, since: float = started) -> list[float]:
@@ -94,6 +97,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
 
             if helpers.wait_until(lambda: bool(served()), timeout=15, interval=0.02):
                 joins.append(min(served()) - started)
+                after_start.append(min(served()) - launched)
             else:
                 joins.append(float("inf"))
             node = (container.attrs.get("Config") or {}).get("Hostname", "")
@@ -101,7 +105,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
             stop_container(container)
             leaves.append(_removed_after(client, name, node, stop_at))
             remove_container(container)
-    return joins, leaves, loop.total, len(loop.failures)
+    return joins, leaves, after_start, loop.total, len(loop.failures)
 
 
 def _removed_after(client: DockerClient, name: str, hostname: str, since: float) -> float:
@@ -167,12 +171,13 @@ def run(quick: bool) -> str:
     rows: list[str] = []
     with _cluster(client, name, 2) as result:
         url = str(result.endpoints.url)
-        joins, leaves, total, failed = _join_and_leave(client, name, url, 4 if quick else 12,
-                                                       helpers)
+        joins, leaves, after, total, failed = _join_and_leave(client, name, url,
+                                                              4 if quick else 12, helpers)
         med, p95 = statistics.median(joins), _pct(joins, 0.95)
         ok = med <= 1.5 and p95 <= 2.5
         rows.append(f"| run → first served request ({len(joins)} web apps) | median {med:.2f} s, "
-                    f"p95 {p95:.2f} s | ≤ 1.5 s / ≤ 2.5 s | {_verdict(ok)} |")
+                    f"p95 {p95:.2f} s (after the engine's start returned: median "
+                    f"{statistics.median(after):.2f} s) | ≤ 1.5 s / ≤ 2.5 s | {_verdict(ok)} |")
         worst = max(leaves)
         ok = worst <= 1.5 and not failed
         rows.append(f"| graceful leave → out of HAProxy ({len(leaves)}) | median "
@@ -195,4 +200,7 @@ def run(quick: bool) -> str:
         if n == 10:
             rows.append(f"| reloads for the burst of 10 joins at `up --scale 10` | {reloads} "
                         f"| ≤ 3 | {_verdict(reloads <= 3)} |")
-    return "| measure | value | target | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return ("| measure | value | target | |\n|---|---|---|---|\n" + "\n".join(rows)
+            + f"\n\nLoad average at the end (1/5/15 min; 2 cores shared with other work): "
+              f"{load}.\n")
