@@ -5,8 +5,9 @@ the event's payload for the config: it reads the current alive members with role
 them (members.py), renders the template, and only when the result differs checks it with
 `haproxy -c`, replaces the file atomically and reloads the master-worker (SIGUSR2 through s6).
 The first reload after a quiet spell is immediate; later ones are spaced (reload_gap), so a
-burst of joins costs few of them. Every
-event and what came of it is appended to the event log as one JSON line.
+burst of joins costs few of them, and `layerkit up/scale` can hold reloads while it starts a
+batch (--hold / --release). Every event and what came of it is appended to the event log as
+one JSON line. The lbwatch service (watch.py) runs the same step ahead of Serf's coalescing.
 """
 
 from __future__ import annotations
