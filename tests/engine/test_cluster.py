@@ -20,8 +20,10 @@ from layerkit.engine import (
     exec_in,
     get_file,
     labelled_containers,
+    put_files,
     remove_container,
 )
+from tests.conftest import IMAGES
 from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, wait_until
 
 
@@ -171,3 +173,25 @@ def test_scale_recreates_a_removed_load_balancer(docker_client: DockerClient,
     result = cluster.scale(docker_client, running, 2)
     assert result.ready
     assert len(backends(url_of(docker_client, running), 20)) == 2
+
+
+def test_invalid_render_keeps_the_running_config(docker_client: DockerClient,
+                                                 running: str) -> None:
+    """A render that `haproxy -c` refuses is logged and changes nothing; fixed, it goes in."""
+    cluster.scale(docker_client, running, 2)
+    balancer = lb(docker_client, running)
+    template = (IMAGES / "haproxy" / "haproxy.cfg.j2").read_bytes()
+    before = get_file(balancer, "/etc/haproxy/haproxy.cfg")
+    put_files(balancer, {"/etc/layerkit/haproxy.cfg.j2":
+                         (template + b"\nbackend broken\n    no-such-keyword 1\n", 0o644)})
+    try:
+        cluster.scale(docker_client, running, 3, wait=0)
+        assert wait_until(lambda: b'"invalid"' in get_file(balancer,
+                                                           "/var/log/layerkit/events.log"),
+                          timeout=20)
+        assert get_file(balancer, "/etc/haproxy/haproxy.cfg") == before
+        assert len(backends(url_of(docker_client, running), 10)) == 2
+    finally:
+        put_files(balancer, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
+    exec_in(balancer, ["python3", "-m", "layerkit.agent.handler", "--release"])
+    assert cluster.wait_ready(docker_client, running, 3, timeout=20)
