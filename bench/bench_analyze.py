@@ -191,8 +191,10 @@ def run(quick: bool) -> str:
         subprocess.run(["docker", "rmi", "-f", *tags.values()], capture_output=True, check=False)
     floor_target = ("Target for the multi-layer image: analyze / floor <= 1.3 "
                     "and dive / analyze >= 1.")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return "\n".join([f"dive: {DIVE or 'not installed'}; sizes: "
-                      f"{'quick' if quick else 'full'}.", "", floor_target, "", *sections])
+                      f"{'quick' if quick else 'full'}; load average at the end: {load} "
+                      f"({os.cpu_count()} cores, shared).", "", floor_target, "", *sections])
 
 
 if __name__ == "__main__":
