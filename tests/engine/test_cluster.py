@@ -165,6 +165,18 @@ def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> N
     assert wait_until(restarted, timeout=30)
     assert cluster.wait_ready(docker_client, running, len(webs(docker_client, running)),
                               timeout=30)
+    # the load balancer too: it comes back, rejoins the web apps and serves them all
+    balancer = lb(docker_client, running)
+    exec_in(balancer, ["s6-svscanctl", "-t", "/etc/services.d"])
+
+    def lb_restarted() -> bool:
+        balancer.reload()
+        return balancer.attrs["RestartCount"] >= 1 and balancer.status == "running"
+
+    assert wait_until(lb_restarted, timeout=30)
+    count = len(webs(docker_client, running))
+    assert cluster.wait_ready(docker_client, running, count, timeout=30)
+    assert len(backends(url_of(docker_client, running), 6 * count)) == count
 
 
 def test_scale_recreates_a_removed_load_balancer(docker_client: DockerClient,
