@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import shutil
 import tempfile
 import time
@@ -134,6 +135,8 @@ def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
         raise UsageError("say where the result goes: -t NEW_TAG and/or --archive-out FILE")
     if opts.load and opts.tag is not None and client is None:
         raise UsageError("loading the result needs an engine (or pass --no-load)")
+    collecting = gc.isenabled()
+    gc.disable()  # millions of small acyclic objects: collections would rescan them again and again
     try:
         with tempfile.TemporaryDirectory(prefix="layerkit-squash-", dir=opts.tmp_dir) as tmp:
             return _Run(client, ref, opts, environ=environ, tmp=Path(tmp), on_phase=on_phase).run()
@@ -143,6 +146,9 @@ def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
             raise SquashError(f"no space left for temporary files in {where} "
                               "(set TMPDIR, or try --low-disk)") from None
         raise
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _Run:
@@ -159,8 +165,9 @@ class _Run:
 
     def run(self) -> SquashResult:
         image, start = self._timed("read", self._read)
-        plan = plan_merge([layer.entries for layer in image.layers], start)
         layer_path = self.tmp / "layer.tar"
+        plan = self._timed("merge", lambda: plan_merge([lay.entries for lay in image.layers],
+                                                       start))
         written = self._timed("merge", lambda: self._merge(image, plan, layer_path))
         created = created_time(reproducible=self.opts.reproducible, environ=self.environ,
                                source_config=image.config)
