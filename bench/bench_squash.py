@@ -12,6 +12,7 @@ own `docker save` of the source is shown as the floor of any squasher that reads
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ BIN = Path(sys.executable).parent
 BASE = "layerkit/base:latest"
 LABELS = {"org.layerkit.test": "1", "org.layerkit.bench": "squash"}
 MB = 1_000_000
+PHASES: dict[str, dict[str, float]] = {}  # layerkit's own phase times, by source image
 
 
 class Measured(NamedTuple):  # not a dataclass: bench/run.py loads modules outside sys.modules
@@ -67,12 +69,15 @@ def _many_files(n: int, base: str) -> str:
 def _measure(argv: list[str], client: DockerClient, tag: str) -> Measured:
     """Run `argv` in a child that reports its own child's peak RSS (one child each)."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True); "
              "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)"
-             ".ru_maxrss, r.returncode)")
+             ".ru_maxrss, r.returncode); print(r.stdout)")
     done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
                           check=True)
-    seconds, rss_kb, code = done.stdout.split()
+    first, _, rest = done.stdout.partition("\n")
+    seconds, rss_kb, code = first.split()
+    if rest.lstrip().startswith("{"):
+        PHASES[argv[2]] = json.loads(rest)["seconds"]  # layerkit squash SRC ...
     if code != "0":
         raise RuntimeError(f"{argv[0]} failed ({code}): {done.stderr[-500:]}")
     size = int(client.api.inspect_image(tag)["Size"])
@@ -97,6 +102,13 @@ def _save_floor(src: str) -> float:
         while proc.stdout.read(1 << 20):
             pass
     return time.perf_counter() - started
+
+
+def _phases(src: str) -> str:
+    p = PHASES.get(src, {})
+    return ("layerkit's phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in p.items())
+            + " (read includes `docker save`, load is the engine's `docker load` of the new "
+            "layer; verify runs during the load)")
 
 
 def _verdict(ok: bool) -> str:
@@ -133,6 +145,7 @@ def run(quick: bool) -> str:
         notes.append(f"`docker save` of the {size / MB:.0f} MB source alone took {floor:.1f} s "
                      f"(the floor for reading it); layerkit took {ours.seconds / floor:.1f}× "
                      f"that, docker-squash {peer.seconds / floor:.1f}×.")
+        notes.append(_phases(big))
         n = 3_000 if quick else 30_000
         many = f"layerkit-bench/squash-many-{run_id}:src"
         made.append(many)
@@ -141,6 +154,8 @@ def run(quick: bool) -> str:
         peer = _docker_squash(client, many, made_tag(made, "many-ds", run_id), base)
         lines.append(_row(f"{n:,} small files rewritten in a second layer", ours, peer,
                           "≤ 0.05× time", ours.seconds <= 0.05 * peer.seconds))
+        notes.append(f"{n:,} files: `docker save` alone {_save_floor(many):.1f} s; "
+                     + _phases(many))
         n = 10_000 if quick else 100_000
         huge = f"layerkit-bench/squash-huge-{run_id}:src"
         made.append(huge)
@@ -148,6 +163,8 @@ def run(quick: bool) -> str:
         ours = _layerkit(client, huge, made_tag(made, "huge-lk", run_id), base)
         lines.append(_row(f"{n:,} small files rewritten in a second layer", ours, None,
                           "< 60 s", ours.seconds < 60))
+        notes.append(f"{n:,} files: `docker save` alone {_save_floor(huge):.1f} s; "
+                     + _phases(huge))
     finally:
         for ref in reversed(made):
             subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)

@@ -35,7 +35,7 @@ __all__ = [
     "squashed_config",
 ]
 
-CHUNK = 1 << 20
+CHUNK = 256 << 10
 LOAD_LAYER_NAME = "squashed/layer.tar"
 SQUASH_STEP = "layerkit squash"
 

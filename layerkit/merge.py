@@ -29,13 +29,17 @@ from typing import IO, cast
 
 import zstandard
 
-from .archive import BUFSIZE, Entry, Layer
+from .archive import Entry, Layer
 from .errors import SquashError, UnsafeEntry
 from .fsview import OPAQUE_MARKER, Hider, is_opaque_marker, replay, whiteout_target
 from .tarcopy import RawMember, copy_data, raw_members
 from .tarstream import Bounded, Counted, GzipReader, headers
 
 __all__ = ["Conversion", "MergePlan", "WrittenLayer", "plan_merge", "write_layer"]
+
+# Large enough that Python's per-call cost vanishes, small enough that freed buffers do not
+# grow the heap (glibc serves repeated 1 MB requests from the heap once it has freed one).
+BUFSIZE = 256 << 10
 
 
 @dataclass(frozen=True)
