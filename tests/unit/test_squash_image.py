@@ -162,3 +162,24 @@ def test_squashed_config_without_history_still_names_the_squash() -> None:
     config = squashed_config(image, 0, "sha256:" + "0" * 64, "2024-01-01T00:00:00Z")
     assert config["rootfs"]["diff_ids"] == ["sha256:" + "0" * 64]
     assert len(config["history"]) == 1
+
+
+def test_disk_full_is_one_clean_error_and_no_temp_files(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno  # noqa: PLC0415
+
+    from layerkit import squash as squash_module  # noqa: PLC0415
+    from layerkit.errors import SquashError  # noqa: PLC0415
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    src, work = write_source(tmp_path), tmp_path / "tmp"
+    work.mkdir()
+    monkeypatch.setattr(squash_module, "write_layer_seekable", full)
+    with pytest.raises(SquashError) as caught:
+        squash(None, None, SquashOptions(archive=src, archive_out=tmp_path / "o.tar", load=False,
+                                         all_layers=True, tmp_dir=work), EPOCH)
+    assert "no space left" in caught.value.message
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "o.tar").exists()
