@@ -216,18 +216,48 @@ def _is_file_like(path: str, kind: str) -> bool:
 
 
 def _attach(image: SavedImage, lint: LintReport) -> dict[int, tuple[Finding, ...]]:
-    """Findings by layer index. The Dockerfile's last stage makes the image's last history steps,
-    one per instruction after FROM, so a step's position counts back from the end."""
-    history = image.history
+    """Findings by layer index, through the history steps the last stage's instructions made."""
+    positions = _align(image, lint)
     attached: dict[int, list[Finding]] = defaultdict(list)
     for finding in lint.findings:
-        if finding.step is None:
-            continue
-        position = len(history) - len(lint.steps) + finding.step
-        layer = history[position].layer_index if 0 <= position < len(history) else None
+        position = positions.get(finding.step) if finding.step is not None else None
+        layer = image.history[position].layer_index if position is not None else None
         if layer is not None:
             attached[layer].append(finding)
     return {layer: tuple(items) for layer, items in attached.items()}
+
+
+def _align(image: SavedImage, lint: LintReport) -> dict[int, int]:
+    """Step index -> history index. The last stage made the image's last history steps, one per
+    instruction; walking back from the end, history steps of another kind are skipped (e.g. the
+    LABEL step `docker build --label` appends)."""
+    pairs: dict[int, int] = {}
+    position = len(image.history) - 1
+    for step in range(len(lint.steps) - 1, -1, -1):
+        while position >= 0 and _kind(image.history[position].created_by) != \
+                lint.steps[step].instruction:
+            position -= 1
+        if position < 0:
+            break
+        pairs[step] = position
+        position -= 1
+    return pairs
+
+
+def _kind(created_by: str) -> str:
+    """The instruction of a history step: `/bin/sh -c #(nop)  ENV ...` (classic builder),
+    `ENV ...` (BuildKit), anything else running a shell is a RUN."""
+    words = created_by.split("#(nop)", 1)[-1].split() if "#(nop)" in created_by \
+        else created_by.split()
+    first = words[0].upper() if words else ""
+    if "#(nop)" in created_by or first in _INSTRUCTIONS:
+        return first
+    return "RUN"
+
+
+_INSTRUCTIONS = frozenset({"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE",
+                           "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL",
+                           "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"})
 
 
 def _sharing(images: Sequence[SavedImage]) -> tuple[Sharing, ...]:

@@ -22,6 +22,7 @@ from layerkit.archive import SavedImage, read_archive
 from layerkit.cli import app
 from layerkit.engine import DockerClient, save_image
 from layerkit.fsview import replay
+from layerkit.lint import lint_text
 from tests.imagetar import Image, oci_archive
 
 BASE = "layerkit/rootfs:bookworm-slim"
@@ -114,6 +115,14 @@ def test_junk_apt_lists_left_behind(report: ImageReport, base: ImageReport) -> N
     assert [(j.category, j.bytes, j.files) for j in report.junk if j.layer == top_layer] == [
         ("apt-lists", 3000, 1)]
     assert report.junk_bytes == base.junk_bytes + 3000
+
+
+def test_dockerfile_findings_attach_to_layers(saved: SavedImage, base: ImageReport) -> None:
+    """The build's `labels=` adds a LABEL step the Dockerfile does not have: it is skipped."""
+    report = analyze([saved], lint=lint_text(FIXTURE)).images[0]
+    ours = report.layers[len(base.layers):]
+    assert [sorted({f.rule for f in x.findings}) for x in ours] == [
+        [], ["LK001", "LK006"], ["LK006"], ["LK001"]]
 
 
 def test_links_in_the_final_tree(saved: SavedImage) -> None:

@@ -134,6 +134,16 @@ def test_dockerfile_findings_attach_to_the_layers_they_explain() -> None:
     assert attached == {0: [], 1: ["LK002"], 2: ["LK001"], 3: [], 4: ["LK001"], 5: ["LK001"]}
 
 
+def test_findings_skip_history_steps_the_dockerfile_did_not_make() -> None:
+    """`docker build --label` appends a LABEL step (classic builder wording here)."""
+    history = [*HISTORY, {"created_by": "/bin/sh -c #(nop)  LABEL org.example=1",
+                          "empty_layer": True}]
+    data = legacy_archive(Image(LAYERS, history))
+    result = analyze(read_archive(io.BytesIO(data)).images, lint=lint_text(DOCKERFILE))
+    attached = {x.index: sorted(f.rule for f in x.findings) for x in result.images[0].layers}
+    assert attached == {0: [], 1: ["LK002"], 2: ["LK001"], 3: [], 4: ["LK001"], 5: ["LK001"]}
+
+
 # --- dive as the oracle (skipped when the dive binary is not installed) --------------------------
 
 DIVE = shutil.which("dive") or shutil.which("dive", path=str(Path(sys.executable).parent))
