@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from layerkit.cli import app
 from layerkit.lint import RULES, lint_text
+from tests.conftest import DATA
 
 
 def rules(text: str) -> list[tuple[int, str]]:
@@ -104,3 +105,10 @@ def test_lint_command(tmp_path: Path) -> None:
     assert runner.invoke(app, ["lint", str(dockerfile)]).exit_code == 0
     missing = runner.invoke(app, ["lint", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["base", "haproxy", "webapp"])
+def test_layerkits_own_generated_dockerfiles_are_clean(name: str) -> None:
+    """The Dockerfiles layerkit generates (golden copies) follow the rules lint checks."""
+    text = (DATA / "golden" / f"{name}.Dockerfile").read_text()
+    assert lint_text(text).findings == ()
