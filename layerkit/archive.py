@@ -335,6 +335,8 @@ def _layer_blob(found: _Pass, member: str) -> _Blob:
     while member in found.aliases and member not in seen:
         seen.add(member)
         member = found.aliases[member]
+    if member in found.names and member not in found.blobs:
+        raise NotATar(f"archive: layer {member} is not a tar (plain, gzip or zstd)")
     if member not in found.blobs:
         raise MissingLayer(f"archive: layer {member} is named by the manifest but not in the "
                            "archive")

@@ -203,7 +203,7 @@ def test_layer_that_is_not_a_tar_inside_a_good_archive() -> None:
     data = legacy_archive(Image([BASE]))
     start = data.index(BASE)
     corrupt = data[:start + 148] + b"99999999" + data[start + 156:]
-    with pytest.raises(ArchiveError):
+    with pytest.raises(NotATar, match="not a tar"):
         read_archive(io.BytesIO(corrupt))
 
 
