@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from layerkit.build import context_tar
 from layerkit.dockerfile import Generated
-from layerkit.engine import DockerClient, connect
+from layerkit.engine import DockerClient, connect, inspect_image
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -80,7 +80,7 @@ def _measure(argv: list[str], client: DockerClient, tag: str) -> Measured:
         PHASES[argv[2]] = json.loads(rest)["seconds"]  # layerkit squash SRC ...
     if code != "0":
         raise RuntimeError(f"{argv[0]} failed ({code}): {done.stderr[-500:]}")
-    size = int(client.api.inspect_image(tag)["Size"])
+    size = int(inspect_image(client, tag)["Size"])
     print(f"bench squash: {Path(argv[0]).name}: {float(seconds):.1f} s, {int(rss_kb) // 1024} MB "
           f"RSS, {size / MB:.1f} MB", file=sys.stderr, flush=True)
     return Measured(float(seconds), int(rss_kb) * 1024, size)
@@ -129,7 +129,7 @@ def run(quick: bool) -> str:
     lines = ["| case | layerkit squash (time, peak RSS, result size) | docker-squash 1.2 | "
              "target | |", "|---|---|---|---|---|"]
     notes = []
-    base = client.api.inspect_image(BASE)["Id"]  # pinned: the base may be rebuilt meanwhile
+    base = inspect_image(client, BASE)["Id"]  # pinned: the base may be rebuilt meanwhile
     try:
         big = f"layerkit-bench/squash-big-{run_id}:src"
         made.append(big)
@@ -137,7 +137,7 @@ def run(quick: bool) -> str:
         floor = _save_floor(big)
         ours = _layerkit(client, big, made_tag(made, "big-lk", run_id), base)
         peer = _docker_squash(client, big, made_tag(made, "big-ds", run_id), base)
-        size = int(client.api.inspect_image(big)["Size"])
+        size = int(inspect_image(client, big)["Size"])
         ok = (ours.seconds <= 0.5 * peer.seconds and ours.peak_rss <= peer.peak_rss
               and ours.size <= peer.size)
         lines.append(_row(f"{size / MB:.0f} MB image, 7 layers over the base, from base, "

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from layerkit import engine, squash
+from layerkit import engine, imagecfg, squash
 from layerkit.archive import SavedImage, read_archive
 from layerkit.build import BuiltImage, context_tar, squash_own_layers
 from layerkit.dockerfile import Generated
@@ -162,7 +162,7 @@ def test_same_tag_moves_only_after_verified_load(
         docker_client: DockerClient, source: tuple[str, SavedImage]) -> None:
     ref, saved = source
     tag = _name("same")
-    docker_client.api.tag(ref, *tag.split(":"))
+    engine.tag_image(docker_client, saved.config_digest, tag)
     try:
         result = _squash(docker_client, tag, tag=tag, last=3)
         assert engine.inspect_image(docker_client, tag)["Id"] == result.image_id
@@ -183,7 +183,7 @@ def test_interrupted_squash_leaves_everything_as_it_was(
     ref, saved = source
     tag = _name("int")
     made: list[str] = []
-    real_id = squash.image_id
+    real_id = imagecfg.image_id
 
     def record_id(config: dict[str, Any]) -> str:
         made.append(real_id(config))
@@ -268,8 +268,7 @@ def test_oci_layout_archive_in_archive_out_then_loaded(
         assert not result.loaded
         assert _fingerprint(read_archive(out, hash_content=True).images[0]) == \
             _fingerprint(saved)
-        with open(out, "rb") as fh:
-            docker_client.api.load_image(fh.read())
+        engine.load_image(docker_client, imagecfg.file_chunks(out))
         _check_same(docker_client, saved, tag)
     finally:
         _remove(docker_client, tag)

@@ -33,7 +33,7 @@ CONFIG = {"Env": ["PATH=/bin", "A=1"], "Cmd": ["/bin/app"], "Entrypoint": ["/ini
           "WorkingDir": "/srv", "User": "app", "Labels": {"org.layerkit.test": "1"},
           "ExposedPorts": {"80/tcp": {}}, "Volumes": {"/data": {}}, "StopSignal": "SIGINT",
           "Healthcheck": {"Test": ["CMD", "true"]}, "OnBuild": ["RUN true"]}
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {"created_by": "base rootfs", "created": "2024-01-01T00:00:00Z"},
     {"created_by": "ENV A=1", "created": "2024-01-01T00:00:00Z", "empty_layer": True},
     {"created_by": "RUN add tool", "created": "2024-01-02T00:00:00Z"},
