@@ -4,7 +4,8 @@ Phases (each timed for the summary):
 
 1. read: one `docker save` stream (or the user's archive) is parsed as it arrives for every
    layer's entries and content hashes; by default the stream is also spooled to a temporary file
-   so the merge can read the range's layers from it. `low_disk` (chosen by itself when the
+   so the merge can read the range's layers from it (kept layers are dropped from the spool as
+   soon as they have passed, see `spool`). `low_disk` (chosen by itself when the
    temporary directory lacks room for that) reads the image a second time from the engine
    instead, so the only temporary file is the new layer.
 2. merge: `merge.plan_merge` decides from metadata, newest layer first, what the new layer holds;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import gc
 import shutil
@@ -50,6 +52,7 @@ from .imagecfg import (
     squashed_config,
 )
 from .merge import MergePlan, WrittenLayer, plan_merge, write_layer, write_layer_seekable
+from .spool import Spool
 from .squashverify import result_matches
 from .tarstream import iter_chunks_reader
 
@@ -171,6 +174,7 @@ class _Run:
         self.times: dict[str, float] = {}
         self.existed = True  # was the result's image ID already in the engine before the load?
         self.low_disk = opts.low_disk
+        self.spooled: Callable[[int], int] = lambda offset: offset  # stream -> spool offsets
 
     def run(self) -> SquashResult:
         image, start = self._timed("read", self._read)
@@ -225,8 +229,13 @@ class _Run:
         # spooling needs room for the saved image and the new layer; else read the image twice
         self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
         if self._spooling:
+            # kept layers are not read again (unless --archive-out copies them): not spooled
+            drop = set() if self.opts.archive_out else \
+                set(source_layers[:start]) - set(source_layers[start:])
             with open(self.spool, "wb") as fh:
-                image = read_archive(_tee(stream, fh), hash_content=self.opts.verify).images[0]
+                spool = Spool(fh, drop)
+                image = read_archive(spool.tee(stream), hash_content=self.opts.verify).images[0]
+            self.spooled = spool.offset
         else:
             image = read_archive(stream, hash_content=self.opts.verify).images[0]
         if [layer.digest for layer in image.layers] != source_layers:
@@ -266,8 +275,10 @@ class _Run:
     def _merge(self, image: SavedImage, plan: MergePlan, out_path: Path) -> WrittenLayer:
         with open(out_path, "wb") as out:
             if self._spooling or self.opts.archive is not None:
+                layers = [dataclasses.replace(layer, data_offset=self.spooled(layer.data_offset))
+                          if layer.index >= plan.start else layer for layer in image.layers]
                 with open(self.spool, "rb") as fh:
-                    return write_layer_seekable(fh, image.layers, plan, out)
+                    return write_layer_seekable(fh, layers, plan, out)
             client, ref = self._engine_source()
             again = engine.save_image(client, ref, chunk_size=256 << 10)
             return write_layer(iter_chunks_reader(again), image.layers, plan, out)
@@ -350,12 +361,6 @@ def _pick(archive: Archive, ref: str | None) -> SavedImage:
                 image.config_digest.removeprefix("sha256:").startswith(ref):
             return image
     raise NotFound(f"{ref} is not in the archive")
-
-
-def _tee(chunks: Iterable[bytes], fh: IO[bytes]) -> Iterator[bytes]:
-    for chunk in chunks:
-        fh.write(chunk)
-        yield chunk
 
 
 def _planned_bytes(layers: Sequence[Layer], plan: MergePlan) -> int:
