@@ -192,8 +192,9 @@ class _Run:
             try:
                 loaded = self._timed("load", lambda: self._load(layer_path, config, start, new_id))
                 self._timed("verify", lambda: self._verify(check, loaded, new_id, config))
-                if self.opts.archive_out is not None:
-                    self._write_archive(image, start, layer_path, config)
+                if self.opts.archive_out is not None:  # writing the result counts as loading it
+                    self._timed("load", lambda: self._write_archive(image, start, layer_path,
+                                                                    config))
                 if loaded and self.opts.tag is not None:
                     assert self.client is not None
                     engine.tag_image(self.client, new_id, self.opts.tag)
