@@ -11,14 +11,6 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-)
 
 from . import (
     __version__,
@@ -33,10 +25,11 @@ from . import (
     squash,
 )
 from .archive import SavedImage, read_archive
-from .build import BuildEvent, build_all, parent_ref
+from .build import build_all, parent_ref
 from .dockerfile import generate
 from .engine import connect, save_image
 from .errors import BuildError, ClusterError, LayerkitError, NotFound, UsageError
+from .progress import BuildProgress
 from .specs import build_order, load_all, with_base
 
 P = ParamSpec("P")
@@ -168,7 +161,8 @@ def build_cmd(
         return
     order = build_order(specs, names or None)
     client = connect(os.environ)
-    with _BuildProgress(enabled=output is OutputFormat.table) as progress:
+    with BuildProgress(err, enabled=output is OutputFormat.table,
+                       verbose=State.verbose) as progress:
         built = build_all(client, order, specs, version=__version__, no_cache=no_cache,
                           squash=squash_layers, on_event=progress.event)
     if output is OutputFormat.json:
@@ -184,62 +178,6 @@ def _explain(ctx: typer.Context, param: str, value: object) -> None:
     source = ctx.get_parameter_source(param)
     origin = source.name.lower() if source is not None else "default"
     err.print(f"setting {param} = {value} (from {origin})", markup=False)
-
-
-class _BuildProgress:
-    """A live line per image (step i of n and the instruction) on a terminal, plain lines else."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.live = enabled and err.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.fields[image]:<8}"),
-                                 BarColumn(bar_width=20), MofNCompleteColumn(),
-                                 TextColumn("{task.description}"), console=err, transient=False)
-        self.tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> _BuildProgress:
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.progress.stop()
-
-    def event(self, ev: BuildEvent) -> None:
-        if not self.enabled:
-            return
-        if not self.live:
-            self._plain(ev)
-            return
-        if ev.kind in ("start", "base") and ev.image not in self.tasks:
-            self.tasks[ev.image] = self.progress.add_task(ev.text, image=ev.image, total=None)
-        task = self.tasks.get(ev.image)
-        if task is None:
-            return
-        if ev.kind == "step":
-            self.progress.update(task, completed=ev.step - 1, total=ev.total,
-                                 description=_short(ev.text))
-        elif ev.kind == "done":
-            self.progress.update(task, completed=ev.total, total=ev.total,
-                                 description=f"done in {ev.text}")
-        elif ev.kind == "base":
-            self.progress.update(task, description=ev.text)
-        elif ev.kind == "log" and State.verbose:
-            self.progress.console.print(f"  {ev.image}: {ev.text}", markup=False)
-
-    def _plain(self, ev: BuildEvent) -> None:
-        if ev.kind == "step":
-            err.print(f"{ev.image}: step {ev.step}/{ev.total}: {_short(ev.text)}", markup=False)
-        elif ev.kind in ("base", "start") or (ev.kind == "log" and State.verbose):
-            err.print(f"{ev.image}: {ev.text}", markup=False)
-        elif ev.kind == "done":
-            err.print(f"{ev.image}: built in {ev.text}", markup=False)
-
-
-def _short(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # --- the cluster: up, scale, status, down (issue 3) -------------------------------------------
