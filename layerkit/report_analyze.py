@@ -30,7 +30,11 @@ CAUSE_TEXT = {"overwritten": "overwritten", "deleted": "deleted",
 
 
 def _short(text: str, width: int = 60) -> str:
-    text = " ".join(text.replace("/bin/sh -c #(nop) ", "").replace("/bin/sh -c ", "RUN ").split())
+    words = text.split()
+    if words and words[0].startswith("|") and words[0][1:].isdigit():
+        # the classic builder prefixes a RUN with its build args: `|2 A=1 B=2 /bin/sh -c ...`
+        words = words[1 + int(words[0][1:]):]
+    text = " ".join(words).replace("/bin/sh -c #(nop) ", "").replace("/bin/sh -c ", "RUN ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

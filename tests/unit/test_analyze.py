@@ -19,6 +19,7 @@ from layerkit.archive import read_archive
 from layerkit.cli import app
 from layerkit.divecompat import dive_figures
 from layerkit.lint import lint_text
+from layerkit.report_analyze import _short
 from tests.conftest import DATA
 from tests.imagetar import (
     Image,
@@ -260,3 +261,10 @@ def test_cli_markdown_and_table(saved: Path) -> None:
     assert "| `/app/big.bin`" in markdown.stdout
     table = _run("analyze", "--archive", str(saved), "--no-report")
     assert "reclaimable" in table.stdout
+
+
+def test_step_text_drops_the_classic_builders_arg_prefix() -> None:
+    assert _short("|1 DEBIAN_FRONTEND=noninteractive /bin/sh -c set -eux; apt-get update") == \
+        "RUN set -eux; apt-get update"
+    assert _short("/bin/sh -c #(nop)  ENV A=1") == "ENV A=1"
+    assert _short("|x not a count") == "|x not a count"
