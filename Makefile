@@ -54,5 +54,10 @@ test: setup lint types
 bench: setup
 	$(PY) bench/run.py --out reports/benchmarks.md
 
+# Example reports of the project's own images (reports/analyze.{json,md,html}, with a chart).
+reports: images
+	$(LK) analyze layerkit/base:latest layerkit/haproxy:latest layerkit/webapp:latest \
+	    --out reports --format markdown > /dev/null
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
