@@ -51,8 +51,8 @@ APT::Install-Recommends "false";
 """
 
 CLEANUP = ("cd \"$1\" && rm -rf var/lib/apt/lists/* var/cache/apt/* var/log/*.log var/log/apt/* "
-           "var/cache/ldconfig/aux-cache var/cache/debconf/*-old tmp/* root/.cache "
-           "&& : > etc/machine-id")
+           "var/cache/ldconfig/aux-cache var/cache/debconf/*-old var/lib/dpkg/*-old tmp/* "
+           "root/.cache && : > etc/machine-id")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dockerfile_parse import DockerfileParser
 from .specs import SERVICES_DIR, ImageSpec
 
 APT_CLEAN = ("apt-get clean", "rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* "
-             "/var/log/dpkg.log /var/cache/debconf/*-old")
+             "/var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old")
 _ALWAYS_SKIP = ("__pycache__", "*.pyc", ".DS_Store", "*~")
 
 

@@ -9,7 +9,7 @@ RUN set -eux; \
         s6 \
         serf; \
     apt-get clean; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old
 COPY rarely-root/ /
 ENV PYTHONPATH="/opt/layerkit"
 ENV PYTHONDONTWRITEBYTECODE="1"

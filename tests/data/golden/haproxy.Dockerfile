@@ -8,7 +8,7 @@ RUN set -eux; \
         haproxy \
         python3-jinja2; \
     apt-get clean; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old
 COPY rarely-root/ /
 ENV LAYERKIT_ROLE="lb"
 ENV LAYERKIT_SERF_HANDLER="python3 -m layerkit.agent.handler"
