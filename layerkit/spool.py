@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from .tarstream import BLOCK
+from .tarstream import BLOCK, parse_number
 
 __all__ = ["Spool"]
 
@@ -79,7 +79,7 @@ class Spool:
         if not self.extended:
             self.start = self.pos - self.dropped - BLOCK
         kind = block[156:157]
-        size = 0 if kind in _NO_DATA else _number(block[124:136])
+        size = 0 if kind in _NO_DATA else parse_number(block[124:136])
         self.data_left, self.left = size, -(-size // BLOCK) * BLOCK
         if kind in (b"x", b"g", b"L", b"K"):
             self.extended, self.sha = True, None  # its size may differ from the field: keep it
@@ -100,10 +100,3 @@ class Spool:
             self.fh.seek(self.start)
             self.dropped += end - self.start
             self.cuts.append((self.pos, self.dropped))
-
-
-def _number(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:
-        return int.from_bytes(field[1:], "big")
-    digits = field.split(b"\0", 1)[0].strip()
-    return int(digits, 8) if digits else 0

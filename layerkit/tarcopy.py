@@ -13,13 +13,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .tarstream import BLOCK, BadHeader, Counted, is_header
+from .tarstream import (
+    BLOCK,
+    BadHeader,
+    Counted,
+    is_header,
+    padded,
+    parse_number,
+    parse_pax,
+    parse_text,
+    ustar_name,
+)
 
 __all__ = ["RawMember", "Sink", "copy_data", "raw_members"]
 
 _EXTENSIONS = (b"x", b"g", b"L", b"K")
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
-_TEXT = ("utf-8", "surrogateescape")
 
 
 class Sink(Protocol):
@@ -52,21 +61,21 @@ def raw_members(stream: Counted) -> Iterator[RawMember]:
             raise BadHeader("not a tar header")
         raw += block
         kind = block[156:157] if block[156:157] != b"\0" else b"0"
-        size = _number(block[124:136])
+        size = parse_number(block[124:136])
         if kind in _EXTENSIONS:
-            data = stream.read_exact(_padded(size))
+            data = stream.read_exact(padded(size))
             raw += data
             if kind == b"x":
-                pax.update(_pax(data[:size]))
+                pax.update(parse_pax(data[:size]))
             elif kind in (b"L", b"K"):
-                gnu[kind] = data[:size].split(b"\0", 1)[0].decode(*_TEXT)
+                gnu[kind] = parse_text(data[:size])
             continue
         size = int(pax.get("size", size)) if kind not in _NO_DATA else 0
         start = stream.pos
         yield RawMember(_name(block, pax, gnu), kind,
-                        pax.get("linkpath") or gnu.get(b"K") or _text(block[157:257]),
+                        pax.get("linkpath") or gnu.get(b"K") or parse_text(block[157:257]),
                         size, bytes(raw), pax)
-        stream.skip(start + _padded(size) - stream.pos)
+        stream.skip(start + padded(size) - stream.pos)
         raw, pax, gnu = bytearray(), {}, {}
 
 
@@ -82,43 +91,10 @@ def copy_data(stream: Counted, member: RawMember, out: Sink, *, pad: bool = True
 
 
 def _name(block: bytes, pax: dict[str, str], gnu: dict[bytes, str]) -> str:
-    name = pax.get("path") or gnu.get(b"L")
-    if name:
-        return name
-    name = _text(block[0:100])
-    if block[257:262] == b"ustar" and block[345] != 0:
-        name = f"{_text(block[345:500])}/{name}"
-    return name
+    return pax.get("path") or gnu.get(b"L") or ustar_name(block)
 
 
 def _plausible(block: bytes) -> bool:
     """A cheap header check: the checksum was verified when the archive was first read, and
     the copy pass compares every path with that read, so a full checksum is not repeated."""
     return block[148:156].rstrip(b"\0 ").isdigit() or is_header(block)
-
-
-def _padded(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
-
-
-def _number(field: bytes) -> int:
-    if field[:1] and field[0] & 0x80:  # GNU base-256
-        return int.from_bytes(field[1:], "big")
-    digits = field.split(b"\0", 1)[0].strip()
-    return int(digits, 8) if digits else 0
-
-
-def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode(*_TEXT)
-
-
-def _pax(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1: pos + length - 1].partition(b"=")
-        records[key.decode(*_TEXT)] = value.decode(*_TEXT)
-        pos += length
-    return records

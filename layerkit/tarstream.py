@@ -24,6 +24,11 @@ __all__ = [
     "headers",
     "is_header",
     "iter_chunks_reader",
+    "padded",
+    "parse_number",
+    "parse_pax",
+    "parse_text",
+    "ustar_name",
 ]
 
 BLOCK = 512
@@ -101,42 +106,49 @@ def headers(stream: Counted) -> Iterator[Header]:
             raise EOFError("a tar header is cut short")
         header = _parse(block, stream.pos)
         if header.type in (b"x", b"g", b"L", b"K"):
-            end = header.offset + _padded(header.size)
+            end = header.offset + padded(header.size)
             data = stream.read_exact(header.size)
             if header.type == b"x":
-                pax.update(_pax(data))
+                pax.update(parse_pax(data))
             elif header.type in (b"L", b"K"):
                 gnu[header.type] = data.split(b"\0", 1)[0].decode(*_TEXT)
             stream.skip(end - stream.pos)
             continue
         _apply(header, pax, gnu)
         pax, gnu = {}, {}
-        end = header.offset + _padded(header.size if header.type not in _NO_DATA else 0)
+        end = header.offset + padded(header.size if header.type not in _NO_DATA else 0)
         yield header
         stream.skip(end - stream.pos)
 
 
-def _padded(size: int) -> int:
+def padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
+
+
+def ustar_name(block: bytes) -> str:
+    """The name field of a header block, with the ustar prefix when there is one."""
+    name = parse_text(block[0:100])
+    if block[257:262] == b"ustar" and block[345] != 0:
+        name = f"{parse_text(block[345:500])}/{name}"
+    return name
 
 
 def _parse(block: bytes, offset: int) -> Header:
     if not is_header(block):
         raise BadHeader("not a tar header (bad checksum)")
-    name = _text(block[0:100])
-    if block[257:262] == b"ustar" and block[345] != 0:
-        name = f"{_text(block[345:500])}/{name}"
+    name = ustar_name(block)
     kind = block[156:157]
-    return Header(name=name, type=kind if kind != b"\0" else b"0", size=_number(block[124:136]),
-                  mode=_number(block[100:108]), uid=_number(block[108:116]),
-                  gid=_number(block[116:124]), mtime=_number(block[136:148]),
-                  linkname=_text(block[157:257]), offset=offset)
+    return Header(name=name, type=kind if kind != b"\0" else b"0",
+                  size=parse_number(block[124:136]),
+                  mode=parse_number(block[100:108]), uid=parse_number(block[108:116]),
+                  gid=parse_number(block[116:124]), mtime=parse_number(block[136:148]),
+                  linkname=parse_text(block[157:257]), offset=offset)
 
 
 def is_header(block: bytes) -> bool:
     """Does the 512-byte `block` carry a valid tar checksum (unsigned, or signed as old tars)?"""
     try:
-        stored = _number(block[148:156])
+        stored = parse_number(block[148:156])
     except ValueError:
         return False
     unsigned = sum(block) - sum(block[148:156]) + 8 * 32
@@ -145,21 +157,22 @@ def is_header(block: bytes) -> bool:
     return stored == unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
 
 
-def _number(field: bytes) -> int:
+def parse_number(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:  # GNU base-256 for values that do not fit in octal
         return int.from_bytes(field[1:], "big")
     digits = field.split(b"\0", 1)[0].strip()
     return int(digits, 8) if digits else 0
 
 
-def _text(field: bytes) -> str:
+def parse_text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode(*_TEXT)
 
 
-def _pax(data: bytes) -> dict[str, str]:
+def parse_pax(data: bytes) -> dict[str, str]:
+    """The records of a PAX extended header (`<length> <key>=<value>\\n` each)."""
     records: dict[str, str] = {}
     pos = 0
-    while pos < len(data):
+    while pos < len(data) and data[pos:pos + 1] != b"\0":
         space = data.index(b" ", pos)
         length = int(data[pos:space])
         key, _, value = data[space + 1: pos + length - 1].partition(b"=")
