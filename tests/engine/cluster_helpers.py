@@ -10,6 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from layerkit import cluster
+from layerkit.engine import DockerClient
+
+
+def url_of(client: DockerClient, name: str) -> str:
+    url = cluster.endpoints(client, name).url
+    assert url is not None
+    return url
+
 
 def unique_name(prefix: str = "lkt") -> str:
     return f"{prefix}-{secrets.token_hex(3)}"

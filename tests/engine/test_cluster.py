@@ -24,7 +24,7 @@ from layerkit.engine import (
     remove_container,
 )
 from tests.conftest import IMAGES
-from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, wait_until
+from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, url_of, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,6 @@ def running(docker_client: DockerClient, built_images: dict[str, str]) -> Iterat
         yield name
     finally:
         cluster.down(docker_client, name)
-
-
-def url_of(client: DockerClient, name: str) -> str:
-    url = cluster.endpoints(client, name).url
-    assert url is not None
-    return url
 
 
 def webs(client: DockerClient, name: str) -> list[Container]:

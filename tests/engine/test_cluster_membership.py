@@ -20,7 +20,7 @@ from layerkit.engine import (
     put_files,
     remove_container,
 )
-from tests.engine.cluster_helpers import backends, unique_name, wait_until
+from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
 
 
 @pytest.fixture
@@ -30,12 +30,6 @@ def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> I
         yield name
     finally:
         cluster.down(docker_client, name)
-
-
-def url_of(client: DockerClient, name: str) -> str:
-    url = cluster.endpoints(client, name).url
-    assert url is not None
-    return url
 
 
 def lb(client: DockerClient, name: str) -> Container:
