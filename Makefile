@@ -51,7 +51,7 @@ unit: venv
 test: setup lint types
 	$(PY) -m pytest --require-docker $(PYTEST_ARGS)
 
-bench: setup
+bench: images
 	$(PY) bench/run.py --out reports/benchmarks.md
 
 # Example reports of the project's own images (reports/analyze.{json,md,html}, with a chart).

@@ -18,7 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-BASE = "layerkit/rootfs:bookworm-slim"
+from layerkit.bootstrap import ensure_base
+from layerkit.engine import connect
+
+BASE = "layerkit/rootfs:bookworm-slim"  # replaced in run() by what the engine really has
 BIN = Path(sys.executable).parent
 LAYERKIT = str(BIN / "layerkit")
 DIVE = shutil.which("dive") or shutil.which("dive", path=str(BIN))
@@ -168,6 +171,8 @@ def _scaling(small: int, large: int, repeat: int, tags: dict[int, str], workdir:
 
 
 def run(quick: bool) -> str:
+    global BASE  # noqa: PLW0603 - the Dockerfile builders above read it
+    BASE = ensure_base(connect(), "debian:bookworm-slim", allow_bootstrap=True).ref
     run_id = uuid.uuid4().hex[:8]
     big_mb, rewritten, small, large = (20, 2_000, 8_000, 20_000) if quick else (
         90, 10_000, 40_000, 100_000)

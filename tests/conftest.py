@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from layerkit import __version__
+from layerkit.bootstrap import ensure_base
 from layerkit.build import build_all
 from layerkit.engine import DockerClient, connect
 from layerkit.errors import EngineUnavailable
@@ -42,6 +43,13 @@ def docker_client(request: pytest.FixtureRequest) -> Iterator[DockerClient]:
         pytest.skip(f"no Docker engine: {exc.message}")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def rootfs_image(docker_client: DockerClient) -> str:
+    """The Debian root filesystem the base stands on: present, pulled, or bootstrapped here."""
+    spec = load_all(IMAGES, PACKAGE_DIR)["base"]
+    return ensure_base(docker_client, spec.parent, allow_bootstrap=spec.bootstrap).ref
 
 
 @pytest.fixture(scope="session")

