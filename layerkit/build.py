@@ -62,6 +62,7 @@ class _StreamState:
     cached: int = 0
     image_id: str = ""
     tail: list[str] = field(default_factory=list)
+    containers: set[str] = field(default_factory=set)  # short IDs from "---> Running in <id>"
 
 
 def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> str:
@@ -162,7 +163,6 @@ def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, ve
     started = time.monotonic()
     state = _StreamState()
     on_event(BuildEvent(spec.name, "start", text=ref))
-    before, since = _container_ids(client), time.time()
     try:
         with engine_errors(f"building {ref}"):
             stream = client.api.build(fileobj=context_tar(generated), custom_context=True,
@@ -171,7 +171,7 @@ def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, ve
             for chunk in stream:
                 _consume(spec.name, chunk, state, on_event)
     except KeyboardInterrupt:
-        _remove_leftovers(client, before, since)
+        _remove_leftovers(client, state.containers)
         raise
     if not state.image_id:
         raise BuildError(spec.name, "the engine reported no image", step=state.instruction,
@@ -214,6 +214,9 @@ def _consume(name: str, chunk: dict[str, Any], state: _StreamState, on_event: On
         elif line.strip() == "---> Using cache":
             state.cached += 1
         else:
+            running = line.strip().removeprefix("---> Running in ")
+            if running != line.strip():
+                state.containers.add(running)
             state.tail = [*state.tail[-(LOG_TAIL - 1):], line]
             on_event(BuildEvent(name, "log", state.step, state.total, line))
 
@@ -229,25 +232,22 @@ def _parse_step(line: str) -> tuple[int, int, str] | None:
     return int(numbers[0]), int(numbers[1]), instruction.strip()
 
 
-def _container_ids(client: DockerClient) -> set[str]:
-    with engine_errors("listing containers"):
-        return {c["Id"] for c in client.api.containers(all=True, quiet=True)}
-
-
-def _remove_leftovers(client: DockerClient, before: set[str], since: float) -> None:
+def _remove_leftovers(client: DockerClient, containers: set[str]) -> None:
     """After Ctrl-C, remove this build's step containers if the engine has not yet.
 
-    Closing the client's connections makes the engine cancel the build; what is still there
-    a moment later and was created by a build step (`/bin/sh -c ...`) since we began goes.
+    Closing the client's connections makes the engine cancel the build; the containers the
+    build stream named ("Running in <id>") and that are still there a moment later go. Only
+    those: other builds and containers on the same engine are not ours to touch.
     """
     client.close()
+    if not containers:
+        return
     fresh = connect(timeout=30)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with engine_errors("cleaning up after an interrupted build"):
-            leftovers = [c["Id"] for c in fresh.api.containers(all=True)
-                         if c["Id"] not in before and c.get("Created", 0) >= since - 1
-                         and str(c.get("Command", "")).startswith("/bin/sh -c")]
+            leftovers = [c["Id"] for c in fresh.api.containers(all=True, quiet=True)
+                         if any(c["Id"].startswith(short) for short in containers)]
         if not leftovers:
             return
         for cid in leftovers:
