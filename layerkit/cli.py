@@ -362,9 +362,12 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> list[SavedImage
 
 
 def _write_reports(directory: Path, files: dict[str, str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (directory / name).write_text(text)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+    except OSError as exc:
+        raise UsageError(f"--out {directory}: {exc.strerror or exc}") from None
     err.print(f"analyze: wrote {', '.join(str(directory / n) for n in files)}", markup=False)
 
 

@@ -150,6 +150,8 @@ def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
             where = opts.tmp_dir or tempfile.gettempdir()
             raise SquashError(f"no space left for temporary files in {where} "
                               "(set TMPDIR, or try --low-disk)") from None
+        if exc.filename:  # an output or temporary path that cannot be written
+            raise SquashError(f"{exc.filename}: {exc.strerror or exc}") from None
         raise
     finally:
         if collecting:

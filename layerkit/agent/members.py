@@ -87,6 +87,8 @@ def parse_address(addr: object) -> str | None:
         host, _, port = addr.partition(":")
         if not _PORT_RE.fullmatch(port):
             return None
+    if "%" in host:
+        return None  # an IPv6 zone id may carry any text, newlines included: never in a config
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

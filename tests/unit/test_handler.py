@@ -110,6 +110,9 @@ def test_addresses(addr: str, ip: str) -> None:
 @pytest.mark.parametrize("addr", [
     "", "web:7946", "172.18.0.500:7946", "172.18.0.5\n:80", "0.0.0.0:7946", "1.2.3.4:80 backup",
     "224.0.0.1:7946", None, 7946, "[fd00::5:7946",
+    # an IPv6 zone id is free text that ipaddress accepts, newlines included
+    "fe80::1%eth0", "[fe80::1%x\n    server evil 6.6.6.6:80 #]:7946",
+    "fe80::1%x\n server e 1.1.1.1",
 ])
 def test_bad_addresses(addr: object) -> None:
     assert parse_address(addr) is None

@@ -54,3 +54,24 @@ def test_range_must_be_chosen(tmp_path: Path) -> None:
                                  "--archive-out", str(tmp_path / "o.tar"), "--no-load"])
     assert result.exit_code == 2
     assert "--from" in result.stderr
+
+
+def test_unwritable_archive_out_is_one_line(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["squash", "--archive", str(src), "--all", "--no-load",
+                                 "--archive-out", "/nonexistent/x.tar"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "/nonexistent/" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == errors[0]
+
+
+def test_unwritable_report_dir_is_one_line(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["analyze", "--archive", str(src), "--out", "/proc/nope"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: --out /proc/nope")
+    assert "Traceback" not in result.stderr
