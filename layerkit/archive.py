@@ -47,6 +47,7 @@ from .tarstream import (
     Counted,
     GzipReader,
     Header,
+    ZstdReader,
     headers,
     is_header,
     iter_chunks_reader,
@@ -69,6 +70,7 @@ Compression = Literal["none", "gzip", "zstd"]
 
 BUFSIZE = 1 << 20                # tarfile's stream buffer; large reads keep Python overhead low
 JSON_LIMIT = 16 << 20            # bigger non-tar members are not configs or manifests: skipped
+MAX_INDEX_DEPTH = 8              # OCI image indexes nested deeper than this are refused
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _KINDS: dict[bytes, EntryKind] = {
@@ -208,8 +210,8 @@ def _decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
     if compression == "gzip":
         return cast(IO[bytes], io.BufferedReader(GzipReader(raw), BUFSIZE))
     if compression == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=BUFSIZE)
-        return cast(IO[bytes], io.BufferedReader(reader, BUFSIZE))
+        # not stream_reader: it ends quietly on a cut frame, and a cut layer would read as short
+        return cast(IO[bytes], io.BufferedReader(ZstdReader(raw), BUFSIZE))
     return raw
 
 
@@ -260,14 +262,30 @@ def _archive_errors(what: str) -> Iterator[None]:
 
 def _assemble(found: _Pass) -> Archive:
     if "manifest.json" in found.docs:
-        manifest = _json(found, "manifest.json")
-        images = tuple(_legacy_image(found, item) for item in manifest)
+        with _manifest_errors("manifest.json"):
+            manifest = _json(found, "manifest.json")
+            if not isinstance(manifest, list):
+                raise ArchiveError("archive: malformed manifest.json (not a list of images)")
+            images = tuple(_legacy_image(found, item) for item in manifest)
         return Archive(images, "oci" if "oci-layout" in found.names else "legacy")
     if "index.json" in found.docs:
-        return Archive(tuple(_oci_images(found)), "oci")
+        with _manifest_errors("index.json"):
+            return Archive(tuple(_oci_images(found)), "oci")
     if not found.names:
         raise NotATar("archive: empty or not a tar archive")
     raise TruncatedArchive("archive: no manifest.json or index.json (truncated, or not an image)")
+
+
+@contextlib.contextmanager
+def _manifest_errors(name: str) -> Iterator[None]:
+    """A manifest, index or config of the wrong shape (a key missing, a list where an object
+    belongs, ...) becomes one ArchiveError line instead of a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ArchiveError(f"archive: malformed {name} or a manifest it names ({detail}); "
+                           "not a saved image?") from None
 
 
 def _json(found: _Pass, name: str) -> Any:
@@ -290,15 +308,21 @@ def _legacy_image(found: _Pass, item: dict[str, Any]) -> SavedImage:
 
 def _oci_images(found: _Pass) -> Iterator[SavedImage]:
     for desc in _json(found, "index.json").get("manifests", []):
-        yield from _oci_manifest(found, desc)
+        yield from _oci_manifest(found, desc, ())
 
 
-def _oci_manifest(found: _Pass, desc: dict[str, Any]) -> Iterator[SavedImage]:
-    body = _json(found, _blob_path(desc["digest"]))
+def _oci_manifest(found: _Pass, desc: dict[str, Any],
+                  within: tuple[str, ...]) -> Iterator[SavedImage]:
+    """The images `desc` names; `within` are the digests of the indexes that led here."""
+    digest = desc["digest"]
+    if digest in within or len(within) >= MAX_INDEX_DEPTH:
+        raise ArchiveError(f"archive: image index {digest} refers to itself or nests more than "
+                           f"{MAX_INDEX_DEPTH} levels deep")
+    body = _json(found, _blob_path(digest))
     if "manifests" in body:  # a nested image index: one level down
         for inner in body["manifests"]:
-            if "attestation-manifest" not in inner.get("annotations", {}).values():
-                yield from _oci_manifest(found, inner)
+            if "attestation-manifest" not in (inner.get("annotations") or {}).values():
+                yield from _oci_manifest(found, inner, (*within, digest))
         return
     annotations = desc.get("annotations") or {}
     ref = annotations.get("io.containerd.image.name") or annotations.get(

@@ -27,13 +27,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, cast
 
-import zstandard
-
 from .archive import Entry, Layer
 from .errors import SquashError, UnsafeEntry
 from .fsview import OPAQUE_MARKER, Hider, is_opaque_marker, replay, whiteout_target
 from .tarcopy import RawMember, copy_data, raw_members
-from .tarstream import Bounded, Counted, GzipReader, headers
+from .tarstream import Bounded, Counted, GzipReader, ZstdReader, headers
 
 __all__ = ["Conversion", "MergePlan", "WrittenLayer", "plan_merge", "write_layer"]
 
@@ -227,8 +225,7 @@ def _layer_stream(raw: IO[bytes], layer: Layer) -> Counted:
     if layer.compression == "gzip":
         data = cast(IO[bytes], io.BufferedReader(GzipReader(raw), BUFSIZE))
     elif layer.compression == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=BUFSIZE)
-        data = cast(IO[bytes], io.BufferedReader(reader, BUFSIZE))
+        data = cast(IO[bytes], io.BufferedReader(ZstdReader(raw), BUFSIZE))
     return Counted(data)
 
 

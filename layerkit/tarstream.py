@@ -15,12 +15,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import zstandard
+
 __all__ = [
     "BadHeader",
     "Bounded",
     "Counted",
     "GzipReader",
     "Header",
+    "ZstdReader",
     "headers",
     "is_header",
     "iter_chunks_reader",
@@ -35,6 +38,8 @@ BLOCK = 512
 _SKIP_BUFFER = 1 << 20
 _TEXT = ("utf-8", "surrogateescape")
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_INPUT = 128 << 10  # zstd input fed per step: decompressobj has no output limit
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
 
 
@@ -240,6 +245,43 @@ class GzipReader(io.RawIOBase):
                 if not chunk:
                     raise EOFError("compressed layer ends early")
             self.pending = memoryview(self.inflate.decompress(chunk, _SKIP_BUFFER))
+        size = min(len(buf), len(self.pending))
+        buf[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+
+class ZstdReader(io.RawIOBase):
+    """Streaming zstd decompression that, unlike `ZstdDecompressor().stream_reader`, raises
+    EOFError when the input ends inside a frame instead of ending quietly (a truncated layer
+    would otherwise read as a shorter tar). Concatenated frames are read one after another."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.unpack = zstandard.ZstdDecompressor().decompressobj()
+        self.pending = memoryview(b"")
+        self.rest = b""       # input after the end of a frame
+        self.between = False  # a frame has ended; `rest` holds what follows it
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self.pending:
+            if self.between:
+                while len(self.rest) < len(_ZSTD_MAGIC) and (more := self.raw.read(_ZSTD_INPUT)):
+                    self.rest += more
+                if not self.rest.startswith(_ZSTD_MAGIC):
+                    return 0  # the end, or padding after the last frame
+                self.unpack = zstandard.ZstdDecompressor().decompressobj()
+                self.between, chunk, self.rest = False, self.rest, b""
+            else:
+                chunk = self.raw.read(_ZSTD_INPUT)
+                if not chunk:
+                    raise EOFError("compressed layer ends early")
+            self.pending = memoryview(self.unpack.decompress(chunk))
+            if self.unpack.eof:
+                self.between, self.rest = True, self.unpack.unused_data
         size = min(len(buf), len(self.pending))
         buf[:size] = self.pending[:size]
         self.pending = self.pending[size:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from layerkit.archive import Archive, open_layer, read_archive
 from layerkit.errors import ArchiveError, MissingLayer, NotATar, TruncatedArchive
 from tests.imagetar import (
     Image,
+    compress,
     directory,
     file,
     hardlink,
@@ -212,3 +214,119 @@ def test_errors_are_one_line_and_bad_input() -> None:
         read_archive(io.BytesIO(b"x" * 2048))
     assert "\n" not in caught.value.message
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99])
+def test_truncated_zstd_layer_is_an_error_not_a_short_layer(fraction: float) -> None:
+    # the outer archive is complete; only the zstd layer inside it is cut
+    tar = layer(*(file(f"f{i:02}", bytes(range(256)) * 8 + bytes([i])) for i in range(50)))
+    data = oci_archive(Image([tar]), compression=("zstd",), with_manifest_json=False)
+    stored = compress(tar, "zstd")
+    cut = stored[:int(len(stored) * fraction)]
+    inner = read_archive(io.BytesIO(data)).images[0].layers[0]
+    assert len(inner.entries) == 50
+    broken = _replace_blob(data, stored, cut)
+    with pytest.raises(TruncatedArchive, match="truncated") as caught:
+        read_archive(io.BytesIO(broken))
+    assert "\n" not in caught.value.message
+
+
+def test_concatenated_zstd_frames_read_as_one_layer(tmp_path: Path) -> None:
+    tar = layer(*(file(f"f{i}", bytes([i]) * 3000) for i in range(10)))
+    data = oci_archive(Image([tar]), compression=("zstd",), with_manifest_json=False)
+    stored = compress(tar, "zstd")
+    half = len(tar) // 2
+    two = compress(tar[:half], "zstd") + compress(tar[half:], "zstd")
+    path = tmp_path / "image.tar"
+    path.write_bytes(_replace_blob(data, stored, two))
+    image = read_archive(path).images[0]
+    assert [e.path for e in image.layers[0].entries] == [f"f{i}" for i in range(10)]
+    with path.open("rb") as fh, open_layer(fh, image.layers[0]) as opened:
+        assert [m.name for m in opened] == [f"f{i}" for i in range(10)]
+
+
+def _replace_blob(archive: bytes, old: bytes, new: bytes) -> bytes:
+    """`archive` with the member holding `old` now holding `new` (the rest kept as is)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, \
+            tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            body = src.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            if body == old:
+                body = new
+                member.size = len(new)
+            dst.addfile(member, io.BytesIO(body) if member.isfile() else None)
+    return buf.getvalue()
+
+
+def _with_docs(archive: bytes, docs: dict[str, bytes]) -> bytes:
+    """`archive` with members named in `docs` replaced (or added)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, \
+            tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            if member.name not in docs:
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        for name, body in docs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            dst.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("manifest.json", b'{"a": 1}'),
+    ("manifest.json", b'[{"Layers": []}]'),
+    ("manifest.json", b"[1]"),
+    ("manifest.json", b'[{"Config": 7, "Layers": []}]'),
+    ("index.json", b"[1]"),
+    ("index.json", b'{"manifests": [1]}'),
+    ("index.json", b'{"manifests": [{"mediaType": "x"}]}'),
+    ("index.json", b'{"manifests": [{"digest": 5}]}'),
+])
+def test_malformed_manifest_is_one_line_archive_error(name: str, body: bytes) -> None:
+    base = (legacy_archive(Image([BASE])) if name == "manifest.json"
+            else oci_archive(Image([BASE]), with_manifest_json=False))
+    with pytest.raises(ArchiveError, match="malformed") as caught:
+        read_archive(io.BytesIO(_with_docs(base, {name: body})))
+    assert "\n" not in caught.value.message
+    assert caught.value.exit_code == 2
+
+
+def test_oci_manifest_of_the_wrong_shape_is_an_archive_error() -> None:
+    base = oci_archive(Image([BASE]), with_manifest_json=False)
+    manifest = json.dumps({"schemaVersion": 2, "layers": []}).encode()  # no "config"
+    index = {"manifests": [{"digest": sha(manifest)}]}
+    data = _with_docs(base, {"index.json": json.dumps(index).encode(),
+                             "blobs/sha256/" + sha(manifest)[7:]: manifest})
+    with pytest.raises(ArchiveError, match=r"malformed index\.json") as caught:
+        read_archive(io.BytesIO(data))
+    assert "\n" not in caught.value.message
+
+
+def test_self_referencing_oci_index_is_an_archive_error() -> None:
+    # a blob cannot hold its own digest, so the loop is two indexes naming each other, plus a
+    # blob whose digest is simply claimed to be its own
+    base = oci_archive(Image([BASE]), with_manifest_json=False)
+    loop_a = {"digest": "sha256:" + "a" * 64}
+    loop_b = {"digest": "sha256:" + "b" * 64}
+    docs = {"index.json": json.dumps({"manifests": [loop_a]}).encode(),
+            "blobs/sha256/" + "a" * 64: json.dumps({"manifests": [loop_b]}).encode(),
+            "blobs/sha256/" + "b" * 64: json.dumps({"manifests": [loop_a]}).encode()}
+    with pytest.raises(ArchiveError, match="refers to itself") as caught:
+        read_archive(io.BytesIO(_with_docs(base, docs)))
+    assert "\n" not in caught.value.message
+    docs = {"index.json": json.dumps({"manifests": [loop_a]}).encode(),
+            "blobs/sha256/" + "a" * 64: json.dumps({"manifests": [loop_a]}).encode()}
+    with pytest.raises(ArchiveError, match="refers to itself"):
+        read_archive(io.BytesIO(_with_docs(base, docs)))
+
+
+def test_deeply_nested_oci_index_is_an_archive_error() -> None:
+    base = oci_archive(Image([BASE]), with_manifest_json=False)
+    docs = {"index.json": json.dumps({"manifests": [{"digest": "sha256:" + "0" * 64}]}).encode()}
+    for level in range(50):
+        child = {"digest": f"sha256:{level + 1:064x}"}
+        docs[f"blobs/sha256/{level:064x}"] = json.dumps({"manifests": [child]}).encode()
+    with pytest.raises(ArchiveError, match="nests more than"):
+        read_archive(io.BytesIO(_with_docs(base, docs)))
