@@ -18,7 +18,8 @@ Public API (entries are `archive.Entry`):
   layer by layer, what to copy. Whiteout and opaque markers get fates too: a marker that a newer
   layer supersedes is hidden, one that still matters is visible (squash keeps it only when layers
   below the squashed range remain). A whiteout stays visible when a newer layer re-creates its
-  path as a directory: the directory then has to be opaque for the layers below.
+  path as a directory (in the same layer too): the directory then has to be opaque for the layers
+  below. `hides_below(path)` tells whether any layer fed hid the older subtree under `path`.
   `link_targets(entries)` maps a layer's hardlink targets to the entries holding the data, so a
   visible hardlink whose target is hidden can be written as a regular file.
 - `replay(layers) -> View`: the whole image (oldest layer first). `View.fates`, `View.final`
@@ -160,12 +161,23 @@ class Hider:
         last: dict[str, int] = {}
         for i, entry in enumerate(entries):  # within a tar, a later entry replaces an earlier one
             path = marked_path(entry)
-            if path in last and fates[last[path]] is None:
-                fates[last[path]] = Hidden(layer, path, "overwritten")
+            earlier = last.get(path)
+            # ...except a directory after a whiteout of its path (`.wh.d`, `d/`, as kaniko writes
+            # a re-created directory): as across layers (`_fate`), the whiteout still hides the
+            # layers below, so it stays visible and a squash writes it as an opaque marker
+            if earlier is not None and fates[earlier] is None and not (
+                    entry.kind == "dir" and entries[earlier].path != path):
+                fates[earlier] = Hidden(layer, path, "overwritten")
             last[path] = i
         for entry in entries:
             self._remember(layer, entry, targets, linked)
         return fates
+
+    def hides_below(self, path: str) -> bool:
+        """Did any layer fed so far hide the older layers' subtree under `path` (a whiteout of
+        `path`, an opaque marker in it, a non-directory at it), even if a newer entry then hid
+        that entry? A squash over kept layers needs the effect when `path` ends up a directory."""
+        return path in self._marks
 
     def _fate(self, entry: Entry, targets: dict[str, Entry]) -> Hidden | None:
         path = marked_path(entry)

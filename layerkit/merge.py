@@ -8,7 +8,9 @@
 - a visible hardlink whose target is hidden becomes a regular file with the target's contents
   (further links to the same hidden target link to that file);
 - whiteout and opaque markers only where they hide something in the kept layers below the range
-  (none for a full squash); a whiteout under a directory re-created later becomes an opaque marker.
+  (none for a full squash); a whiteout under a directory re-created later becomes an opaque marker,
+  and so does a directory the range re-created after hiding its kept subtree with an entry that
+  is itself hidden now (`.wh.d` then `d/` in one layer; a file `d`, then `d/` in a newer layer).
 
 `write_layer` then reads the archive once more as a stream (a spool file, a second `docker save`
 or the user's archive: layers in any order) and copies the planned members into a tar. Entries
@@ -74,7 +76,7 @@ def plan_merge(layers: Sequence[Sequence[Entry]], start: int) -> MergePlan:
     hider = Hider()
     fates = {i: hider.feed(i, layers[i]) for i in range(len(layers) - 1, start - 1, -1)}
     visible = {i: [k for k, f in enumerate(fates[i]) if f is None] for i in fates}
-    final_dirs = {layers[i][k].path for i in visible for k in visible[i]
+    final_dirs = {layers[i][k].path: layers[i][k] for i in visible for k in visible[i]
                   if layers[i][k].kind == "dir"}
     below = _paths_below(layers[:start])
     keep: dict[int, set[int]] = {i: set() for i in visible}
@@ -90,6 +92,15 @@ def plan_merge(layers: Sequence[Sequence[Entry]], start: int) -> MergePlan:
                 markers.setdefault(marker, _as_marker(entry, marker))
             else:
                 dropped += 1
+    # A range entry that hid the kept subtree under a path (a whiteout, an opaque marker, a file
+    # replacing a directory) may itself be hidden by a directory re-created there, in a newer
+    # layer or later in the same one. Its effect is lost with it unless that directory is opaque.
+    parents = {posixpath.dirname(path) for path in below}
+    for path, directory in final_dirs.items():
+        if path in parents and hider.hides_below(path):
+            opq = f"{path}/{OPAQUE_MARKER}"
+            markers.setdefault(opq, Entry(opq, "file", 0, 0o644, directory.uid, directory.gid,
+                                          "", directory.mtime))
     conversions = tuple(c for i in sorted(visible) for c in _conversions(i, layers[i], keep[i]))
     return MergePlan(start, tuple(frozenset(keep[i]) for i in sorted(keep)),
                      tuple(markers[p] for p in sorted(markers)), conversions, dropped)
@@ -109,7 +120,7 @@ def _paths_below(layers: Sequence[Sequence[Entry]]) -> frozenset[str]:
     return frozenset(paths)
 
 
-def _marker(entry: Entry, final_dirs: set[str], below: frozenset[str]) -> str | None:
+def _marker(entry: Entry, final_dirs: dict[str, Entry], below: frozenset[str]) -> str | None:
     """None: not a marker, copy it. Else the marker path to write, or "" to drop it."""
     target = whiteout_target(entry.path)
     if target is not None:

@@ -130,6 +130,56 @@ def test_directory_deleted_and_recreated_in_one_layer() -> None:
     assert "opt/d/.wh..wh..opq" in names(new)
 
 
+@pytest.mark.parametrize(("middle", "newest"), [
+    # (a) d deleted and re-created in one layer, as kaniko writes it
+    pytest.param([file("t", b"t")], [whiteout("d"), directory("d"), file("d/y", b"y")],
+                 id="whiteout-and-dir-in-one-layer"),
+    # (b) a file replaces d (hiding d/x), a newer layer re-creates d: no marker in either
+    pytest.param([file("d", b"f")], [directory("d"), file("d/y", b"y")],
+                 id="file-replaced-dir-then-dir"),
+])
+def test_hidden_entry_that_hid_a_kept_subtree_makes_the_directory_opaque(
+        middle: list[Member], newest: list[Member]) -> None:
+    archive = saved([directory("d"), file("d/x", b"x")], middle, newest)
+    image, new, plan = squash(archive, 1)
+    assert result_matches(image, 1, new)
+    assert "d/x" not in replay([lay.entries for lay in image.layers]).final
+    assert "d/.wh..wh..opq" in names(new)
+    # nothing kept below: a full squash needs no marker at all
+    image, new, plan = squash(archive, 0)
+    assert result_matches(image, 0, new)
+    assert not plan.markers
+    assert not [n for n in names(new) if ".wh." in n]
+
+
+@pytest.mark.parametrize("range_layers", [
+    pytest.param([[whiteout("opt"), directory("opt"), directory("opt/d"),
+                   file("opt/d/new", b"n")]], id="whiteout-parent-same-layer"),
+    pytest.param([[file("opt", b"f")], [directory("opt"), directory("opt/d"),
+                                         file("opt/d/new", b"n")]], id="file-replaced-parent"),
+    pytest.param([[whiteout("opt")], [directory("opt"), directory("opt/d"),
+                                      file("opt/d/new", b"n")]], id="whiteout-parent-newer-layer"),
+])
+def test_parent_dir_recreated_with_a_deeper_subtree_hides_the_kept_one(
+        range_layers: list[list[Member]]) -> None:
+    archive = saved(BASE, *range_layers)
+    image, new, plan = squash(archive, 1)
+    assert result_matches(image, 1, new)
+    got = names(new)
+    assert "opt/.wh..wh..opq" in got
+    assert not {"opt/x", "opt/d/inner"} & set(got)
+    image, new, plan = squash(archive, 0)
+    assert result_matches(image, 0, new)
+    assert not plan.markers
+
+
+def test_file_replacing_a_nested_dir_then_recreated_hides_only_that_subtree() -> None:
+    image, new, plan = squash(saved(
+        BASE, [file("opt/d", b"f")], [directory("opt/d"), file("opt/d/new", b"n")]), 1)
+    assert result_matches(image, 1, new)
+    assert [m.path for m in plan.markers] == ["opt/d/.wh..wh..opq"]  # opt/x stays visible
+
+
 def test_nested_whiteouts_collapse_to_the_outermost() -> None:
     image, new, _ = squash(saved(
         BASE, [whiteout("opt/d/inner")], [whiteout("opt/d")], [whiteout("opt")]), 1)
