@@ -16,11 +16,14 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .archive import SavedImage
 from .divecompat import DiveFigures, dive_figures
 from .fsview import Cause, View, is_opaque_marker, replay, whiteout_target
-from .lint import Finding, LintReport
+
+if TYPE_CHECKING:
+    from .lint import Finding, LintReport
 
 __all__ = [
     "JUNK_PATTERNS",

@@ -1,81 +1,28 @@
-"""The `layerkit` command: options, progress, rendering, exit codes. No business logic."""
+"""The `layerkit` command: options, progress, rendering, exit codes. No business logic.
+
+Commands import the modules they use inside their bodies: `layerkit analyze` then loads
+neither the cluster nor the build code, and `--help` loads neither.
+"""
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from . import (
-    __version__,
-    analyze,
-    cluster,
-    doctor,
-    gate,
-    lint,
-    report,
-    report_analyze,
-    report_squash,
-    squash,
-)
-from .archive import SavedImage, read_archive
-from .build import build_all, parent_ref
-from .dockerfile import generate
-from .engine import connect, save_image
-from .errors import BuildError, ClusterError, LayerkitError, NotFound, UsageError
-from .progress import BuildProgress
-from .specs import build_order, load_all, with_base
+from . import __version__, cli_cluster
+from .cli_common import PACKAGE_DIR, OutputFormat, State, app, err, fails_cleanly, out
+from .errors import NotFound, UsageError
 
-P = ParamSpec("P")
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from .archive import SavedImage
+    from .gate import GateRules
 
-app = typer.Typer(
-    name="layerkit",
-    help="Build small, well-layered container images and run them as a self-organising cluster.",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
-class State:
-    verbose = False
-
-
-def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
-    """A LayerkitError becomes one line (plus a hint) on stderr and its exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except LayerkitError as exc:
-            if isinstance(exc, BuildError) and exc.log_tail:
-                err.print("\n".join(f"  | {line}" for line in exc.log_tail), markup=False)
-            err.print(f"error: {' '.join(exc.message.split())}", markup=False)
-            if exc.hint:
-                err.print(f"hint: {exc.hint}", markup=False)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted", markup=False)
-            raise typer.Exit(130) from None
-
-    return wrapper
+__all__ = ["app", "main"]
 
 
 def _version(value: bool) -> None:
@@ -112,6 +59,8 @@ def doctor_cmd(
     OutputFormat.table,
 ) -> None:
     """Check the engine, the base image and disk space; --fix sets up what is missing."""
+    from . import doctor, report
+
     fixed: tuple[str, ...] = ()
     if fix:
         fixed = doctor.fix(os.environ, log=lambda text: err.print(f"doctor: {text}", markup=False))
@@ -151,6 +100,13 @@ def build_cmd(
     OutputFormat.table,
 ) -> None:
     """Generate the Dockerfiles from the specs and build the images, base first."""
+    from . import report
+    from .build import build_all, parent_ref
+    from .dockerfile import generate
+    from .engine import connect
+    from .progress import BuildProgress
+    from .specs import build_order, load_all, with_base
+
     specs = with_base(load_all(images, PACKAGE_DIR), base)
     _explain(ctx, "images", images)
     _explain(ctx, "base", base)
@@ -180,101 +136,7 @@ def _explain(ctx: typer.Context, param: str, value: object) -> None:
     err.print(f"setting {param} = {value} (from {origin})", markup=False)
 
 
-# --- the cluster: up, scale, status, down (issue 3) -------------------------------------------
-
-ClusterName = Annotated[str, typer.Option(
-    "--name", "-n", envvar="LAYERKIT_CLUSTER", help="Cluster name; several run side by side.")]
-WaitSeconds = Annotated[float, typer.Option(
-    "--wait", help="Seconds to wait until every web app serves (0: do not wait).")]
-
-
-@app.command("up")
-@fails_cleanly
-def up_cmd(
-    *,
-    scale: Annotated[int, typer.Option("--scale", help="Number of web apps.")] = 3,
-    name: ClusterName = "demo",
-    bind: Annotated[str, typer.Option("--bind", help="Host address the URL is published on.")]
-    = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Host port of the URL (0: any free one).")]
-    = 8080,
-    stats_port: Annotated[int, typer.Option(
-        "--stats-port", help="Host port of the stats page, always on 127.0.0.1 (0: any).")] = 0,
-    wait: WaitSeconds = 60.0,
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
-    OutputFormat.table,
-) -> None:
-    """Start a load balancer and N web apps on the cluster's own network; print the URL."""
-    opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port)
-    cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
-    cluster.validate_scale(scale)
-    client = connect(os.environ)
-    result = cluster.up(client, opts, scale, wait=wait,
-                        on_progress=lambda what: err.print(f"starting {what}", markup=False))
-    out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
-              markup=False)
-    _fail_unless_ready(result.ready, wait, name, scale)
-
-
-@app.command("scale")
-@fails_cleanly
-def scale_cmd(
-    n: Annotated[int, typer.Argument(help="Number of web apps wanted.")],
-    *,
-    name: ClusterName = "demo",
-    wait: WaitSeconds = 60.0,
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
-    OutputFormat.table,
-) -> None:
-    """Set the number of web apps live; replaces any removed behind layerkit's back."""
-    cluster.validate_name(name)
-    cluster.validate_scale(n)
-    result = cluster.scale(connect(os.environ), name, n, wait=wait)
-    out.print(report.scale_json(result) if output is OutputFormat.json
-              else report.scale_text(result), markup=False)
-    _fail_unless_ready(result.ready, wait, name, n)
-
-
-@app.command("status")
-@fails_cleanly
-def status_cmd(
-    *,
-    name: ClusterName = "demo",
-    stats_password: Annotated[bool, typer.Option(
-        "--stats-password", help="Print only the stats page's password.")] = False,
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
-    OutputFormat.table,
-) -> None:
-    """Containers, Serf members and HAProxy's view of each backend."""
-    cluster.validate_name(name)
-    client = connect(os.environ)
-    if stats_password:
-        out.print(cluster.stats_password(client, name), markup=False)
-        return
-    result = cluster.status(client, name)
-    out.print(report.cluster_status_json(result) if output is OutputFormat.json
-              else report.cluster_status_table(result), markup=False)
-
-
-@app.command("down")
-@fails_cleanly
-def down_cmd(
-    *,
-    name: ClusterName = "demo",
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
-    OutputFormat.table,
-) -> None:
-    """Remove every container, network and volume labelled with the cluster's name."""
-    cluster.validate_name(name)
-    result = cluster.down(connect(os.environ), name)
-    out.print(report.down_json(result) if output is OutputFormat.json
-              else report.down_text(result), markup=False)
-
-
-def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
-    if wait > 0 and not ready:
-        raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
-                           hint=f"`layerkit status --name {name}`")
+cli_cluster.register(app)
 
 
 # --- analyze and lint (issue 4) ------------------------------------------------------------------
@@ -286,10 +148,8 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
-_ANALYZE_RENDER = {ReportFormat.table: report_analyze.analyze_table,
-                   ReportFormat.json: report_analyze.analyze_json,
-                   ReportFormat.markdown: report_analyze.analyze_markdown,
-                   ReportFormat.html: report_analyze.analyze_html}
+_ANALYZE_RENDER = {ReportFormat.table: "analyze_table", ReportFormat.json: "analyze_json",
+                   ReportFormat.markdown: "analyze_markdown", ReportFormat.html: "analyze_html"}
 
 
 @app.command("analyze")
@@ -323,10 +183,17 @@ def analyze_cmd(
 ) -> None:
     """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
     rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
+    lint_report = None
+    if dockerfile is not None:
+        from . import lint
+
+        lint_report = lint.lint_file(dockerfile)
     saved = _saved_images(images or [], archive)
-    lint_report = lint.lint_file(dockerfile) if dockerfile is not None else None
-    result = analyze.analyze(saved, top=top, lint=lint_report)
-    out.print(_ANALYZE_RENDER[output](result), markup=False, end="" if output in (
+    from . import analyze, gate, report_analyze  # while the engine writes the first image
+
+    result = analyze.analyze(saved(), top=top, lint=lint_report)
+    render = getattr(report_analyze, _ANALYZE_RENDER[output])
+    out.print(render(result), markup=False, end="" if output in (
         ReportFormat.markdown, ReportFormat.html) else "\n")
     if not no_report:
         _write_reports(out_dir, report_analyze.report_files(result))
@@ -338,7 +205,9 @@ def analyze_cmd(
 
 
 def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
-                max_junk: str | None, dive_ci: Path) -> gate.GateRules:
+                max_junk: str | None, dive_ci: Path) -> GateRules:
+    from . import gate
+
     rules = gate.GateRules(
         min_efficiency=min_efficiency,
         max_reclaimable=gate.parse_limit(max_reclaimable) if max_reclaimable else None,
@@ -346,19 +215,52 @@ def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
     return gate.read_dive_ci(dive_ci, rules) if dive_ci.is_file() else rules
 
 
-def _saved_images(refs: list[str], archive_path: Path | None) -> list[SavedImage]:
+def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], list[SavedImage]]:
+    """Check the input and set the engine writing the first image at once; the function
+    returned reads them all. The caller imports the analysis in between, while the engine
+    works, instead of before asking it. On a unix socket (the usual engine) the Docker SDK is
+    not even imported: see `savestream`."""
     if not refs and archive_path is None:
         raise UsageError("name at least one image, or --archive FILE")
-    saved: list[SavedImage] = []
-    if archive_path is not None:
-        if not archive_path.is_file():
-            raise NotFound(f"no archive at {archive_path}")
-        saved.extend(read_archive(archive_path, hash_content=True).images)
-    if refs:
+    if archive_path is not None and not archive_path.is_file():
+        raise NotFound(f"no archive at {archive_path}")
+    from . import savestream
+    from .archive import read_archive
+
+    path = savestream.socket_path(os.environ)
+    if path is not None:
+        def save(ref: str) -> savestream.SaveStream:
+            return savestream.save_unix(path, ref)
+
+        def exists(ref: str) -> None:
+            if not savestream.image_exists(path, ref):
+                raise NotFound(f"inspecting image {ref}: no such image")
+    else:
+        from .engine import connect, inspect_image, save_image
+
         client = connect(os.environ)
-        for ref in refs:
-            saved.append(read_archive(save_image(client, ref), hash_content=True).images[0])
-    return saved
+
+        def save(ref: str) -> savestream.SaveStream:
+            return save_image(client, ref)
+
+        def exists(ref: str) -> None:
+            inspect_image(client, ref)
+
+    streams = [save(refs[0])] if refs else []
+    for ref in refs[1:]:
+        exists(ref)  # a misspelt second image fails now, not after the first is read
+
+    def read() -> list[SavedImage]:
+        saved: list[SavedImage] = []
+        if archive_path is not None:
+            saved.extend(read_archive(archive_path, hash_content=True).images)
+        for i in range(len(refs)):
+            if i + 1 < len(refs):
+                streams.append(save(refs[i + 1]))  # the engine exports it while this is read
+            saved.append(read_archive(streams[i], hash_content=True).images[0])
+        return saved
+
+    return read
 
 
 def _write_reports(directory: Path, files: dict[str, str]) -> None:
@@ -381,6 +283,8 @@ def lint_cmd(
     OutputFormat.table,
 ) -> None:
     """Layer rules on a Dockerfile: each finding with its line, rule id and a one-line fix."""
+    from . import lint, report_analyze
+
     result = lint.lint_file(dockerfile)
     if output is OutputFormat.json:
         out.print(report_analyze.lint_json(result), markup=False)
@@ -431,6 +335,9 @@ def squash_cmd(
     OutputFormat.table,
 ) -> None:
     """Merge a range of an image's layers into one, verify it, load it and tag it."""
+    from . import report_squash, squash
+    from .engine import connect
+
     opts = squash.SquashOptions(
         tag=tag, base=base, last=last, all_layers=all_layers, archive=archive,
         archive_out=archive_out, load=not no_load, reproducible=reproducible,

@@ -8,26 +8,30 @@ never by message text.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
-import queue
 import tarfile
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
+import requests
 import requests.exceptions
+import urllib3.exceptions
 from docker import DockerClient
 from docker.models.containers import Container
 from docker.models.images import Image
 from docker.models.networks import Network
 
-from .errors import EngineError, EngineUnavailable, LayerkitError, NotFound
+from . import savestream
+from .errors import FIX_HINT, EngineError, EngineUnavailable, LayerkitError, NotFound
+from .savestream import SaveStream
 
 __all__ = [
     "Container",
@@ -44,7 +48,6 @@ __all__ = [
 ]
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-FIX_HINT = "run `layerkit doctor --fix` (as root on Debian) or set DOCKER_HOST"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ def engine_errors(what: str) -> Iterator[None]:
         raise EngineError(f"{what}: engine said {exc.status_code}: {_explanation(exc)}") from None
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(f"{what}: {exc}", hint=FIX_HINT) from None
+    except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as exc:
+        raise EngineError(f"{what}: the engine's reply broke off ({type(exc).__name__})") from None
     except (requests.exceptions.ConnectionError, ConnectionError) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({type(exc).__name__})",
                                 hint=FIX_HINT) from None
@@ -142,56 +147,39 @@ def pull_image(client: DockerClient, ref: str) -> Image | None:
 
 
 def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
-               read_ahead: int = 8) -> Iterator[bytes]:
+               read_ahead: int = 8) -> SaveStream:
     """The `docker save` stream of `ref`, as it arrives (legacy or OCI layout, per engine).
 
-    A thread keeps up to `read_ahead` chunks in flight, so the engine keeps writing while the
-    caller parses and hashes (both release the GIL for large buffers): the total approaches the
-    engine's own save time instead of adding the caller's work to it. Memory stays bounded.
+    A thread sends the request at once and keeps up to `read_ahead` chunks of `chunk_size` in
+    flight: the engine starts (an engine of Docker 20-24 writes the whole image to a temporary
+    directory before its first byte) while the caller gets ready, and keeps writing while the
+    caller parses and hashes. Errors, a missing image among them, are raised by the first
+    `next()`. Dropping or closing the stream stops the thread.
+
+    On a unix socket this is `savestream.save_unix` (no SDK on the way: see `unixhttp`).
     """
-    with engine_errors(f"saving image {ref}"):
-        stream = client.api.get_image(ref, chunk_size=chunk_size)
-        yield from _read_ahead(stream, read_ahead)
+    api = client.api
+    socket_path = getattr(api.get_adapter(api.base_url), "socket_path", None)
+    if isinstance(socket_path, str):
+        return savestream.save_unix(socket_path, ref, api_version=api.api_version,
+                                    chunk_size=chunk_size, read_ahead=read_ahead)
+    target = f"/v{api.api_version}/images/{quote(ref, safe='/:')}/get"
+    return SaveStream(_sdk_chunks(client, target, chunk_size), read_ahead,
+                      errors=functools.partial(engine_errors, f"saving image {ref}"))
 
 
-_DONE = object()
-
-
-def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
-    buffer: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
-
-    def offer(item: object) -> bool:
-        """Queue `item` unless the consumer has gone; never blocks for good."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump() -> None:
+def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]:
+    """The same through the SDK's session, for tcp, TLS and ssh engines."""
+    api = client.api
+    # connect timeout as configured; no read timeout, as the SDK does for its streams
+    with api.get(api.base_url + target, stream=True, timeout=(api.timeout, None)) as response:
         try:
-            for chunk in chunks:
-                if not offer(chunk):
-                    return
-            offer(_DONE)
-        except BaseException as exc:  # handed to the consumer and raised there
-            offer(exc)
-
-    thread = threading.Thread(target=pump, name="save-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield cast(bytes, item)
-    finally:
-        stop.set()
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            raise docker.errors.create_api_error_from_http_exception(exc) from None
+        raw = response.raw
+        while chunk := raw.read(size):
+            yield chunk
 
 
 # --- cluster: labelled containers, networks and volumes (used by cluster.py) -----------------

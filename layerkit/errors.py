@@ -6,6 +6,8 @@ A `LayerkitError` becomes one line on stderr (plus an optional hint) and its exi
 
 from __future__ import annotations
 
+FIX_HINT = "run `layerkit doctor --fix` (as root on Debian) or set DOCKER_HOST"
+
 
 class LayerkitError(Exception):
     """Root of layerkit's errors. `exit_code` 1 = operation failed, 2 = bad input."""

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .analyze import ImageReport
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .analyze import ImageReport
 
 __all__ = ["GateRules", "Limit", "check", "parse_bytes", "parse_limit", "read_dive_ci"]
 

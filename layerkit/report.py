@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
-from .build import BuiltImage
-from .cluster import DownResult, ScaleResult, UpResult
-from .clusterview import ClusterStatus
-from .doctor import DoctorReport
+if TYPE_CHECKING:
+    from .build import BuiltImage
+    from .cluster import DownResult, ScaleResult, UpResult
+    from .clusterview import ClusterStatus
+    from .doctor import DoctorReport
 
 SCHEMA_PREFIX = "layerkit"
 
@@ -23,6 +22,14 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"  # pragma: no cover - loop always returns
+
+
+def tabulate(rows: Any, **options: Any) -> str:
+    """`tabulate.tabulate`, imported on first use: it loads importlib.metadata, about 50 ms
+    that JSON output does not need."""
+    from tabulate import tabulate as render
+
+    return render(rows, **options)
 
 
 def dump_json(kind: str, body: dict[str, Any]) -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import html
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
+from .report import dump_json, human_bytes, tabulate
 
-from .analyze import AnalyzeReport, ImageReport, LayerReport
-from .lint import Finding, LintReport
-from .report import dump_json, human_bytes
+if TYPE_CHECKING:
+    from .analyze import AnalyzeReport, ImageReport, LayerReport
+    from .lint import Finding, LintReport
 
 __all__ = [
     "analyze_html",

@@ -1,4 +1,4 @@
-"""The read-ahead under `engine.save_image`: order kept, errors passed on, early stop honoured."""
+"""The read-ahead under `engine.save_image` (`savestream.SaveStream`): order, errors, early stop."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from layerkit.engine import _read_ahead
+from layerkit.savestream import SaveStream
 
 
 def test_chunks_arrive_in_order() -> None:
     chunks = [bytes([i]) * 10 for i in range(100)]
-    assert list(_read_ahead(iter(chunks), 4)) == chunks
+    assert list(SaveStream(iter(chunks), 4)) == chunks
 
 
 def test_an_error_in_the_stream_reaches_the_consumer() -> None:
@@ -21,7 +21,7 @@ def test_an_error_in_the_stream_reaches_the_consumer() -> None:
         yield b"a"
         raise ConnectionError("engine went away")
 
-    stream = _read_ahead(broken(), 2)
+    stream = SaveStream(broken(), 2)
     assert next(stream) == b"a"
     with pytest.raises(ConnectionError, match="went away"):
         next(stream)
@@ -38,7 +38,7 @@ def test_reading_stops_when_the_consumer_stops() -> None:
             i += 1
 
     before = threading.active_count()
-    stream = _read_ahead(endless(), 3)
+    stream = SaveStream(endless(), 3)
     assert next(stream) == b"x"
     stream.close()
     deadline = time.monotonic() + 5
