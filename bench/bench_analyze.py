@@ -125,21 +125,35 @@ def _verdict(ok: bool | None) -> str:
 
 def _compare(title: str, tag: str, workdir: Path, repeat: int, dive_factor: float,
              dive_timeout: float) -> str:
-    floor = _floor(tag, repeat)
-    ours, peak = _ours(tag, repeat)
+    """The floor, our command and dive take turns, `repeat` rounds (dive only once where it is
+    slow), and each keeps its best: the machine is shared, and turns spread its noise evenly."""
+    floors, ours, peaks, dives = [], [], [], []
+    finished = True
+    for round_ in range(repeat):
+        floors.append(_floor(tag, 1))
+        seconds, peak = _ours(tag, 1)
+        ours.append(seconds)
+        peaks.append(peak)
+        if round_ == 0 or (dives and dives[0] is not None and dives[0] < dive_timeout / 10):
+            dive, finished_now = _dive(tag, workdir, dive_timeout)
+            dives.append(dive)
+            finished = finished and finished_now
+    floor, best, peak = min(floors), min(ours), max(peaks)
+    dive = None if dives[0] is None else min(d for d in dives if d is not None)
     inner = _in_process(tag, repeat)
-    dive, finished = _dive(tag, workdir, dive_timeout)
-    fast = None if dive is None else dive / ours >= dive_factor
+    fast = None if dive is None else dive / best >= dive_factor
     bound = "" if finished else " (stopped at the time limit: a lower bound)"
+    runs = f"best of {len(dives)}" if dive is not None else ""
     lines = [f"### {title}", "", f"Image: {_size_mb(tag):.0f} MB.", "",
              "| tool | seconds | peak RSS |", "|---|---:|---:|",
              f"| `docker save > /dev/null` (floor) | {floor:.2f} | |",
-             f"| `layerkit analyze` (command, end to end) | {ours:.2f} | {peak:.0f} MB |",
+             f"| `layerkit analyze` (command, end to end) | {best:.2f} | {peak:.0f} MB |",
              f"| read + analyse in process (no start-up) | {inner:.2f} | |",
-             f"| `dive --json` | {'n/a' if dive is None else f'{dive:.2f}'}{bound} | |", "",
-             f"- analyze / floor = {_ratio(ours, floor)} (command), "
+             f"| `dive --json` ({runs}) | {'n/a' if dive is None else f'{dive:.2f}'}{bound} | |",
+             "",
+             f"- analyze / floor = {_ratio(best, floor)} (command), "
              f"{_ratio(inner, floor)} (in process)",
-             f"- dive / analyze = {_ratio(dive, ours)} (command; target >= {dive_factor:g}: "
+             f"- dive / analyze = {_ratio(dive, best)} (command; target >= {dive_factor:g}: "
              f"{_verdict(fast)}), {_ratio(dive, inner)} (in process)"]
     return "\n".join(lines) + "\n"
 
@@ -170,8 +184,18 @@ def _scaling(small: int, large: int, repeat: int, tags: dict[int, str], workdir:
         f"{_verdict(peaks[large] < 150)})"]) + "\n"
 
 
+def _compile_package() -> None:
+    """Byte-compile layerkit as `pip install` does for a regular install: an editable install
+    under PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start."""
+    import layerkit  # noqa: PLC0415
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(layerkit.__file__).parent)],
+                   check=True, capture_output=True)
+
+
 def run(quick: bool) -> str:
     global BASE  # noqa: PLW0603 - the Dockerfile builders above read it
+    _compile_package()
     BASE = ensure_base(connect(), "debian:bookworm-slim", allow_bootstrap=True).ref
     run_id = uuid.uuid4().hex[:8]
     big_mb, rewritten, small, large = (20, 2_000, 8_000, 20_000) if quick else (

@@ -36,11 +36,18 @@ def socket_path(environ: Mapping[str, str]) -> str | None:
 
 
 def save_unix(path: str, ref: str, *, api_version: str | None = None,
-              chunk_size: int = 1 << 20, read_ahead: int = 8) -> SaveStream:
-    """`docker save ref` from the engine at the unix socket `path`; see `engine.save_image`."""
-    chunks = unixhttp.get(path, _target(ref, "get", api_version), chunk_size=chunk_size)
-    return SaveStream(chunks, read_ahead,
-                      errors=lambda: unix_errors(f"saving image {ref}", path))
+              chunk_size: int = 1 << 20, read_ahead: int = 0) -> SaveStream:
+    """`docker save ref` from the engine at the unix socket `path`: the request is sent now,
+    the reply read as the stream is iterated. By default in the caller's thread: a reading
+    thread would only contend with the parser for the GIL (measured: 0.2 s slower on 430 MB),
+    while the socket's buffer already lets the engine write ahead."""
+    def errors() -> AbstractContextManager[None]:
+        return unix_errors(f"saving image {ref}", path)
+
+    with errors():
+        request = unixhttp.Request(path, _target(ref, "get", api_version))
+    return SaveStream(request.body(chunk_size), read_ahead, errors=errors,
+                      on_close=request.close)
 
 
 def image_exists(path: str, ref: str) -> bool:
@@ -86,40 +93,65 @@ _DONE = object()
 
 
 class SaveStream(Iterator[bytes]):
-    """Chunks read ahead by a thread; `close()` (or dropping the stream) stops the thread."""
+    """Chunks of a save, read in the caller's thread (`depth` 0) or up to `depth` chunks ahead
+    by a thread. Exceptions from `chunks` pass through `errors` (a context manager that turns
+    them into LayerkitErrors). `close()`, or dropping the stream, ends the reading."""
 
     def __init__(self, chunks: Iterator[bytes], depth: int, *,
-                 errors: Callable[[], AbstractContextManager[None]] | None = None) -> None:
-        self._buffer: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
-        self._stop = threading.Event()
+                 errors: Callable[[], AbstractContextManager[None]] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self._chunks: Iterator[bytes] | None = chunks
         self._errors = errors or contextlib.nullcontext
+        self._on_close = on_close
         self._done = False
-        # the thread holds the queue and the event, never `self`: dropping the stream closes it
-        self._thread = threading.Thread(target=_pump, args=(chunks, self._buffer, self._stop),
-                                        name="save-read-ahead", daemon=True)
-        self._thread.start()
+        self._buffer: queue.Queue[object] | None = None
+        self._stop = threading.Event()
+        if depth > 0:
+            self._buffer = queue.Queue(maxsize=depth)
+            # the thread holds the chunks, the queue and the event, never `self`
+            threading.Thread(target=_pump, args=(chunks, self._buffer, self._stop),
+                             name="save-read-ahead", daemon=True).start()
+            self._chunks = None
 
     def __next__(self) -> bytes:
         if self._done:
             raise StopIteration
-        item = self._buffer.get()
-        if item is _DONE:
+        try:
+            item = self._next()
+        except StopIteration:
             self.close()
-            raise StopIteration
-        if isinstance(item, BaseException):
+            raise
+        except Exception as exc:
             self.close()
             with self._errors():  # the transport's exceptions become LayerkitErrors here
-                raise item
+                raise exc from None
+            raise  # not reached: errors() raises a LayerkitError or lets `exc` through
+        return item
+
+    def _next(self) -> bytes:
+        if self._buffer is None:
+            assert self._chunks is not None
+            return next(self._chunks)
+        item = self._buffer.get()
+        if item is _DONE:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
         return cast(bytes, item)
 
     def close(self) -> None:
         if self._done:
             return
         self._done = True
-        self._stop.set()  # the thread ends at its next chunk and closes the connection
+        self._stop.set()  # a reading thread ends at its next chunk and closes the connection
+        if self._chunks is not None and hasattr(self._chunks, "close"):
+            self._chunks.close()
+        if self._on_close is not None:
+            self._on_close()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def _pump(chunks: Iterator[bytes], buffer: queue.Queue[object], stop: threading.Event) -> None:

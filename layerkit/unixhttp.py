@@ -1,27 +1,32 @@
-"""One HTTP/1.1 GET over a unix socket, its body read in large pieces: `docker save`'s fast path.
+"""One HTTP GET over a unix socket, its body read in large pieces: `docker save`'s fast path.
 
-The engine sends `docker save` as a chunked reply in 32 KiB chunks. Through requests and
-http.client every chunk costs a few Python calls and one or two small `recv`s: about 0.65 s of
-CPU for a 430 MB image, more than parsing the archive itself, and all of it under the GIL that
-the parser needs too. Here the socket is read 1 MiB at a time and the chunk framing is cut out
-with slices, a few microseconds per chunk.
+Asked in HTTP/1.1 (as requests and the SDK do) the engine sends `docker save` in 32 KiB
+chunks, and through requests and http.client each chunk costs a few Python calls and small
+`recv`s: about 0.65 s of CPU for a 430 MB image, more than parsing the archive itself, CPU
+that the engine writing the stream needs too on a small machine. Asked in HTTP/1.0, the engine
+(Go's net/http) sends the body unframed and closes the connection at its end; here the body is
+then received straight into the buffers handed to the caller, 1 MiB at a time, so the kernel's
+copy is the only one.
 
-Only what that one request needs: no redirects, no keep-alive (the connection closes with the
-body), bodies framed by chunked encoding, Content-Length, or the end of the connection. Any
-other engine address (tcp, TLS, ssh) takes the Docker SDK's path.
+Only what that one request needs: no redirects, no keep-alive, bodies ended by the connection's
+end or framed by Content-Length or (should a proxy send it anyway) chunked encoding. Any other
+engine address (tcp, TLS, ssh) takes the Docker SDK's path.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 
 __all__ = ["HTTPStatusError", "ProtocolError", "get"]
 
-RECV_SIZE = 1 << 20
+LINE_RECV = 512  # framing is read this much at a time; body bytes go straight to their buffer
 MAX_HEAD = 64 << 10  # status line and headers
 MAX_ERROR_BODY = 64 << 10
+_DECIMAL = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() takes "²"
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class ProtocolError(ConnectionError):
@@ -38,51 +43,74 @@ class HTTPStatusError(Exception):
         self.message = message
 
 
-def get(socket_path: str, target: str, *, chunk_size: int = RECV_SIZE,
+def get(socket_path: str, target: str, *, chunk_size: int = 1 << 20,
         connect_timeout: float = 120.0) -> Iterator[bytes]:
-    """The body of `GET target` at the unix socket `socket_path`, in pieces of about
-    `chunk_size` bytes. Runs as it is iterated: the request is sent on the first `next()`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(connect_timeout)
-        sock.connect(socket_path)
-        sock.settimeout(None)  # a save may take minutes before its first byte
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: layerkit\r\n"
-                     f"Accept-Encoding: identity\r\nConnection: close\r\n\r\n".encode("ascii"))
-        reader = _Reader(sock)
-        status, reason, headers = _head(reader)
-        body = _body(reader, headers, chunk_size)
-        if status != 200:
-            raise HTTPStatusError(status, reason, _explanation(body))
-        yield from body
+    """The body of `GET target` at the unix socket `socket_path`, in pieces of `chunk_size`
+    bytes (the last may be shorter). The request is sent on the first `next()`."""
+    yield from Request(socket_path, target, connect_timeout=connect_timeout).body(chunk_size)
+
+
+class Request:
+    """A GET sent at once, so the engine starts on it; `body()` reads the reply."""
+
+    def __init__(self, socket_path: str, target: str, *, connect_timeout: float = 120.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(connect_timeout)
+            self.sock.connect(socket_path)
+            self.sock.settimeout(None)  # a save may take minutes before its first byte
+            # HTTP/1.0: the engine (Go's net/http) then sends the body as it is, ended by
+            # closing the connection, with no chunk framing to take apart
+            self.sock.sendall(f"GET {target} HTTP/1.0\r\nHost: docker\r\n"
+                              "User-Agent: layerkit\r\nAccept-Encoding: identity\r\n\r\n"
+                              .encode("ascii"))
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def body(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The reply's body; HTTPStatusError unless it is a 200. The socket is closed when the
+        body ends, fails or is dropped."""
+        try:
+            reader = _Reader(self.sock)
+            status, reason, headers = _head(reader)
+            body = _body(reader, headers, chunk_size)
+            if status != 200:
+                raise HTTPStatusError(status, reason, _explanation(body))
+            yield from body
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class _Reader:
-    """Bytes off the socket: one reused buffer filled by large `recv_into`s, and a window
-    [start, end) of what is not consumed yet."""
+    """The reply off the socket. Framing (status line, headers, chunk sizes) is read in small
+    `recv`s into a small buffer; body bytes go from the socket straight into the caller's
+    buffer, so the kernel's copy is the only one."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buf = bytearray(2 * RECV_SIZE)
+        self.buf = bytearray(MAX_HEAD + LINE_RECV)
         self.view = memoryview(self.buf)
-        self.start = self.end = 0
+        self.start = self.end = 0  # the unread bytes are buf[start:end]
 
     def fill(self) -> bool:
-        """Read more; False at the end of the connection."""
+        """Read a little more framing; False at the end of the connection."""
         if self.start == self.end:
             self.start = self.end = 0
-        elif len(self.buf) - self.end < RECV_SIZE // 4:
+        elif self.end + LINE_RECV > len(self.buf):
             held = self.end - self.start
-            if held > len(self.buf) // 2:
-                raise ProtocolError("a line of the reply is too long")
             self.view[:held] = self.view[self.start:self.end]
             self.start, self.end = 0, held
-        got = self.sock.recv_into(self.view[self.end:])
+        got = self.sock.recv_into(self.view[self.end:self.end + LINE_RECV])
         self.end += got
         return got > 0
 
-    def line(self, limit: int = MAX_HEAD) -> bytes:
+    def line(self) -> bytes:
         while (stop := self.buf.find(b"\r\n", self.start, self.end)) < 0:
-            if self.end - self.start > limit:
+            if self.end - self.start >= MAX_HEAD:
                 raise ProtocolError("a line of the reply is too long")
             if not self.fill():
                 raise ProtocolError("the connection ended inside the reply's framing")
@@ -90,20 +118,20 @@ class _Reader:
         self.start = stop + 2
         return line
 
-    def take(self, size: int) -> memoryview:
-        """Up to `size` buffered bytes (reading if none are), empty at the end; the view is
-        valid until the next call."""
-        if self.start == self.end and not self.fill():
-            return self.view[:0]
-        stop = min(self.start + size, self.end)
-        data = self.view[self.start:stop]
-        self.start = stop
-        return data
+    def readinto(self, dst: memoryview) -> int:
+        """Some bytes into `dst`: what is buffered first, else straight from the socket; 0 at
+        the end of the connection."""
+        if self.start < self.end:
+            size = min(len(dst), self.end - self.start)
+            dst[:size] = self.view[self.start:self.start + size]
+            self.start += size
+            return size
+        return self.sock.recv_into(dst)
 
 
 def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
     parts = reader.line().decode("latin-1").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _DECIMAL.fullmatch(parts[1]):
         raise ProtocolError(f"not an HTTP/1.x status line: {parts[0][:40]!r}")
     headers: dict[str, str] = {}
     size = 0
@@ -123,38 +151,33 @@ def _body(reader: _Reader, headers: dict[str, str], chunk_size: int) -> Iterator
         return _chunked(reader, chunk_size)
     if "content-length" in headers:
         length = headers["content-length"]
-        if not length.isdigit():
+        if not _DECIMAL.fullmatch(length):
             raise ProtocolError(f"a bad Content-Length: {length[:40]!r}")
         return _sized(reader, int(length), chunk_size)
     return _until_close(reader, chunk_size)
 
 
 def _chunked(reader: _Reader, chunk_size: int) -> Iterator[bytes]:
-    out = bytearray(chunk_size)
+    out = memoryview(bytearray(chunk_size))
     held = 0
     while True:
         size_text = reader.line().split(b";", 1)[0].strip()  # chunk extensions are ignored
-        try:
-            left = int(size_text, 16)
-        except ValueError:
-            raise ProtocolError(f"a bad chunk size: {size_text[:40]!r}") from None
-        if left < 0:
-            raise ProtocolError("a negative chunk size")
+        if not _HEX.fullmatch(size_text):  # int(, 16) alone would take "0x5", "+5", "0_5"
+            raise ProtocolError(f"a bad chunk size: {size_text[:40]!r}")
+        left = int(size_text, 16)
         if left == 0:
             while reader.line():  # trailer fields, up to the empty line
                 pass
             break
         while left:
-            data = reader.take(min(left, chunk_size - held))
-            if not data:
+            got = reader.readinto(out[held:held + min(left, chunk_size - held)])
+            if not got:
                 raise ProtocolError("the connection ended inside a chunk")
-            size = len(data)
-            out[held:held + size] = data
-            held += size
-            left -= size
+            held += got
+            left -= got
             if held == chunk_size:
-                yield bytes(out)
-                held = 0
+                yield out.obj  # type: ignore[misc]  # a bytearray, handed over whole
+                out, held = memoryview(bytearray(chunk_size)), 0
         if reader.line():
             raise ProtocolError("a chunk is not followed by CRLF")
     if held:
@@ -163,16 +186,26 @@ def _chunked(reader: _Reader, chunk_size: int) -> Iterator[bytes]:
 
 def _sized(reader: _Reader, length: int, chunk_size: int) -> Iterator[bytes]:
     while length:
-        data = reader.take(min(length, chunk_size))
-        if not data:
-            raise ProtocolError(f"the connection ended {length} bytes before the body's end")
-        length -= len(data)
-        yield bytes(data)
+        piece = _fill(reader, min(length, chunk_size))
+        if len(piece) < min(length, chunk_size):
+            raise ProtocolError(f"the connection ended {length - len(piece)} bytes before the "
+                                "body's end")
+        length -= len(piece)
+        yield piece
 
 
 def _until_close(reader: _Reader, chunk_size: int) -> Iterator[bytes]:
-    while data := reader.take(chunk_size):
-        yield bytes(data)
+    while piece := _fill(reader, chunk_size):
+        yield piece
+
+
+def _fill(reader: _Reader, size: int) -> bytes:
+    """Up to `size` bytes, fewer only at the end of the connection."""
+    out = memoryview(bytearray(size))
+    held = 0
+    while held < size and (got := reader.readinto(out[held:])):
+        held += got
+    return bytes(out[:held]) if held < size else out.obj  # type: ignore[return-value]
 
 
 def _explanation(body: Iterator[bytes]) -> str:
