@@ -117,7 +117,7 @@ def build_cmd(
         return
     order = build_order(specs, names or None)
     client = connect(os.environ)
-    with BuildProgress(err, enabled=output is OutputFormat.table,
+    with BuildProgress(err.console, enabled=output is OutputFormat.table,
                        verbose=State.verbose) as progress:
         built = build_all(client, order, specs, version=__version__, no_cache=no_cache,
                           squash=squash_layers, on_event=progress.event)

@@ -5,17 +5,22 @@ start-up that every invocation pays (and `analyze`'s race with the engine) stays
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from .errors import BuildError, LayerkitError
 
-__all__ = ["PACKAGE_DIR", "OutputFormat", "State", "app", "err", "fails_cleanly", "out"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "PACKAGE_DIR", "OutputFormat", "Printer", "State", "app", "err", "fails_cleanly", "out",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,8 +33,38 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# C0/C1 control characters other than tab and newline, shown escaped: names read from images
+# (paths, tags, commands) must not drive the terminal
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0))}
+
+
+class Printer:
+    """Plain text to stdout or stderr. Output is never styled, so rich (about 35 ms to import,
+    and it would read `:name:` in a path as an emoji code) is loaded only for the build's
+    progress display, through `console`."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.stderr = stderr
+        self._console: Console | None = None
+
+    def print(self, text: str = "", *, markup: bool = False, end: str = "\n") -> None:
+        del markup  # text is never read as markup
+        stream = sys.stderr if self.stderr else sys.stdout
+        stream.write(text.translate(_CONTROLS) + end)
+        if self.stderr:
+            stream.flush()
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415
+
+            self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+
+err = Printer(stderr=True)
+out = Printer()
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
