@@ -224,9 +224,10 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
         raise UsageError("name at least one image, or --archive FILE")
     if archive_path is not None and not archive_path.is_file():
         raise NotFound(f"no archive at {archive_path}")
-    from . import savestream
+    from . import entry, savestream
     from .archive import read_archive
 
+    early = entry.take(refs[0] if refs else "")  # asked for before typer was imported
     path = savestream.socket_path(os.environ)
     if path is not None:
         def save(ref: str) -> savestream.SaveStream:
@@ -246,7 +247,7 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
         def exists(ref: str) -> None:
             inspect_image(client, ref)
 
-    streams = [save(refs[0])] if refs else []
+    streams = [early or save(refs[0])] if refs else []
     for ref in refs[1:]:
         exists(ref)  # a misspelt second image fails now, not after the first is read
 

@@ -1,0 +1,88 @@
+"""The `layerkit` console script: for `layerkit analyze IMAGE ...` on a unix-socket engine, the
+save of the first image is asked for before the command line library is even imported.
+
+An engine of Docker 20-24 writes the whole image to a temporary directory before the first
+byte of a save, seconds for a large image; importing typer and building the command from its
+declarations takes about 0.15 s that can run meanwhile. Typer still parses the command line as
+always: `cli` takes the early stream only if it parsed the same image as the first one (see
+`take`), and otherwise the early stream is closed unread.
+
+`ANALYZE_VALUE_OPTIONS` must name exactly the options of `analyze` that take a value, so that
+their values are not read as images; tests/unit/test_entry.py checks it against the command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .savestream import SaveStream
+
+__all__ = ["ANALYZE_VALUE_OPTIONS", "early_images", "main", "take"]
+
+ANALYZE_VALUE_OPTIONS = frozenset({
+    "--archive", "--format", "--out", "--dockerfile", "--top", "--min-efficiency",
+    "--max-reclaimable", "--max-junk", "--dive-ci"})
+_NO_EARLY = frozenset({"--archive", "--help", "-h"})
+
+_early: dict[str, SaveStream] = {}
+
+
+def early_images(argv: Sequence[str]) -> list[str]:
+    """The images `layerkit <argv>` would analyse, when that is certain from the words alone;
+    [] for any other command, for --archive and --help, and for anything unusual."""
+    if not argv or argv[0] != "analyze":
+        return []
+    images: list[str] = []
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--":
+            images.extend(words)
+            break
+        name = word.split("=", 1)[0]
+        if name in _NO_EARLY:
+            return []
+        if word.startswith("-"):
+            if name in ANALYZE_VALUE_OPTIONS and "=" not in word and next(words, None) is None:
+                return []
+            if name not in ANALYZE_VALUE_OPTIONS and name != "--no-report":
+                return []  # an option this table does not know: let typer say what it is
+            continue
+        images.append(word)
+    return images
+
+
+def start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Ask the engine for the first image's save, if `argv` is such an analyze."""
+    images = early_images(argv)
+    if not images:
+        return
+    from . import savestream  # noqa: PLC0415 - only now is it known to be needed
+
+    path = savestream.socket_path(environ)
+    if path is None:
+        return
+    try:
+        _early[images[0]] = savestream.save_unix(path, images[0])
+    except Exception:
+        return
+
+
+def take(ref: str) -> SaveStream | None:
+    """The early stream of `ref`, once; None if there is none. Any other early stream is
+    closed: the command did not parse what `start` guessed."""
+    stream = _early.pop(ref, None)
+    for other in _early.values():
+        other.close()
+    _early.clear()
+    return stream
+
+
+def main() -> None:
+    start(sys.argv[1:], os.environ)
+    from .cli import main as cli_main  # noqa: PLC0415 - after the engine has been asked
+
+    cli_main()
