@@ -25,7 +25,7 @@ from typing import Any
 
 COOKIE = "NODESESSID"
 MAX_SESSIONS = 10_000   # oldest sessions are forgotten first: memory stays bounded
-MAX_DELAY_MS = 60_000
+MAX_DELAY_MS = 25_000   # under HAProxy's `timeout server` (30 s): delayed requests get answers
 MAX_BODY = 4096
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 
