@@ -29,6 +29,7 @@ from .clusterview import (
     container_row,
     endpoints_of,
     lb_view,
+    serving_addresses,
     wait_members,
 )
 from .engine import (
@@ -365,19 +366,29 @@ def endpoints(client: DockerClient, name: str) -> Endpoints:
 
 
 def wait_ready(client: DockerClient, name: str, n: int, *, timeout: float) -> bool:
-    """Poll until HAProxy has exactly `n` servers UP, or `timeout` seconds pass.
+    """Poll until HAProxy serves exactly the `n` running web apps (their addresses UP, no
+    other), or `timeout` seconds pass.
 
     A backend that vanished without a leave (removed, killed) may linger DOWN until Serf
-    declares it failed; it takes no traffic, so it does not count against readiness.
+    declares it failed; it takes no traffic, so it does not count against readiness. Until
+    its health checks fail it may still show UP: so servers are matched by address, not
+    counted, or a replaced app would make the cluster look ready before the new one serves.
     """
     deadline = time.monotonic() + timeout
     while True:
-        view = lb_view(_lb(client, name))
-        if view is not None and view.serving == n:
+        live = _web_addresses(client, name)
+        view = lb_view(_lb(client, name)) if len(live) == n else None
+        if view is not None and serving_addresses(view) == live:
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.25)
+
+
+def _web_addresses(client: DockerClient, name: str) -> set[str]:
+    network = network_name(name)
+    rows = (container_row(c, network, ROLE_LABEL) for c in _containers(client, name, "web"))
+    return {row.address for row in rows if row.state == "running" and row.address}
 
 
 def status(client: DockerClient, name: str) -> ClusterStatus:

@@ -70,6 +70,12 @@ class LbView:
         return sum(1 for s in self.servers if s.status.startswith("UP"))
 
 
+def serving_addresses(view: LbView) -> set[str]:
+    """The IP addresses of the servers HAProxy has UP (its `addr` is `ip:port`)."""
+    return {(s.address.rpartition(":")[0] or s.address).strip("[]")
+            for s in view.servers if s.status.startswith("UP")}
+
+
 def lb_view(lb: Container | None) -> LbView | None:
     """Serf's and HAProxy's views from inside a running load balancer, or None."""
     if lb is None or lb.status != "running":

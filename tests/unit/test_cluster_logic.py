@@ -15,6 +15,7 @@ from layerkit.clusterview import (
     ContainerRow,
     Endpoints,
     parse_view,
+    serving_addresses,
     shown,
 )
 from layerkit.errors import UsageError
@@ -99,3 +100,15 @@ def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
+
+
+def test_serving_addresses_are_the_up_servers_ips() -> None:
+    """Readiness matches HAProxy's UP servers to the running apps by address: a removed app
+    still UP until its checks fail must not stand in for its replacement."""
+    view = parse_view({"servers": [
+        {"name": "a", "address": "172.18.0.3:3000", "status": "UP"},
+        {"name": "b", "address": "172.18.0.4:3000", "status": "UP 1/2"},
+        {"name": "c", "address": "172.18.0.5:3000", "status": "DOWN"},
+        {"name": "d", "address": "[fd00::7]:3000", "status": "UP"},
+        {"name": "e", "address": "", "status": "MAINT"}]})
+    assert serving_addresses(view) == {"172.18.0.3", "172.18.0.4", "fd00::7"}
