@@ -37,16 +37,18 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal, NamedTuple, cast
 
 import xxhash
 import zstandard
+from xxhash import xxh3_128_hexdigest
 
 from .errors import ArchiveError, MissingLayer, NotATar, TruncatedArchive
 from .tarstream import (
     BLOCK,
     BadHeader,
     Bounded,
+    ChunkReader,
     Counted,
     GzipReader,
     Header,
@@ -72,20 +74,23 @@ EntryKind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo
 Compression = Literal["none", "gzip", "zstd"]
 
 BUFSIZE = 1 << 20                # tarfile's stream buffer; large reads keep Python overhead low
+FILE_BUFSIZE = 1 << 18           # an archive file's buffer (see read_archive)
 JSON_LIMIT = 16 << 20            # bigger non-tar members are not configs or manifests: skipped
 MAX_INDEX_DEPTH = 8              # OCI image indexes nested deeper than this are refused
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ONE_SHOT = 1 << 16      # files up to this size are read whole and hashed in one call
+_ODD_START = ("", ".", "/")  # names that may need normalising; the rest are checked below
 _KINDS: dict[bytes, EntryKind] = {
     b"0": "file", b"7": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
     b"3": "char", b"4": "block", b"6": "fifo",
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One member of a layer tar. `path` is normalised (no leading `./` or `/`, no trailing `/`);
-    `linkname` is the symlink target as stored, or the normalised path a hardlink points to."""
+    `linkname` is the symlink target as stored, or the normalised path a hardlink points to.
+    (A named tuple, not a frozen dataclass: made once per tar member, it is built 3x faster.)"""
 
     path: str
     kind: EntryKind
@@ -166,9 +171,11 @@ def read_archive(source: str | Path | IO[bytes] | Iterable[bytes], *,
                  hash_content: bool = False) -> Archive:
     """Read a saved image archive in one pass; see the module docstring."""
     if isinstance(source, str | Path):
-        with open(source, "rb", buffering=BUFSIZE) as fh:
+        # a buffer smaller than the 1 MiB reads of file data: those go straight to their
+        # destination, and only headers and small files pass through the buffer
+        with open(source, "rb", buffering=FILE_BUFSIZE) as fh:
             return read_archive(fh, hash_content=hash_content)
-    stream = source if isinstance(source, io.IOBase) else iter_chunks_reader(source)
+    stream = source if isinstance(source, io.IOBase) else ChunkReader(source)
     found = _Pass()
     counted = Counted(cast(IO[bytes], stream))
     with _archive_errors("archive"):
@@ -187,15 +194,15 @@ def _take(stream: Counted, member: Header, found: _Pass, hashing: bool) -> None:
         return
     if _KINDS.get(member.type, "file") != "file":
         return
-    data = io.BufferedReader(Bounded(stream, member.size), BUFSIZE)
-    head = data.peek(BLOCK)[:BLOCK]
+    head = stream.read_exact(min(BLOCK, member.size))
     compression = _compression(head)
     if compression is not None:
+        data = cast(IO[bytes], Bounded(stream, member.size, head))
         with _archive_errors(f"layer {name}"):
             entries = tuple(_layer_entries(_decompressed(data, compression), hashing))
         found.blobs[name] = _Blob(compression, member.size, member.offset, entries)
     elif member.size <= JSON_LIMIT and head[:1] in (b"{", b"["):
-        found.docs[name] = data.read()
+        found.docs[name] = head + stream.read_exact(member.size - len(head))
 
 
 def _compression(head: bytes) -> Compression | None:
@@ -221,27 +228,38 @@ def _decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
 def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
     inner = Counted(raw)
     shared: dict[int, int] = {}  # one int object per distinct mode/owner/mtime: less memory
+    share = shared.setdefault
+    kinds = _KINDS.get
     for member in headers(inner):
         path = _norm(member.name)
         if not path:
             continue  # the layer's root directory itself
-        kind = _KINDS.get(member.type, "file")
-        size = member.size if kind == "file" else 0
-        digest = _content_digest(inner, size) if hashing and kind == "file" else None
-        link = _norm(member.linkname) if kind == "hardlink" else member.linkname
-        mode, uid, gid, mtime = (shared.setdefault(n, n) for n in (
-            member.mode & 0o7777, member.uid, member.gid, member.mtime))
-        yield Entry(path, kind, size, mode, uid, gid, link, mtime, digest)
+        kind = kinds(member.type, "file")
+        if kind == "file":
+            size = member.size
+            digest = _content_digest(inner, size) if hashing else None
+            link = member.linkname
+        else:
+            size, digest = 0, None
+            link = _norm(member.linkname) if kind == "hardlink" else member.linkname
+        mode, uid, gid, mtime = member.mode & 0o7777, member.uid, member.gid, member.mtime
+        yield Entry(path, kind, size, share(mode, mode), share(uid, uid), share(gid, gid),
+                    link, share(mtime, mtime), digest)
 
 
 def _content_digest(stream: Counted, size: int) -> str:
+    if size <= _ONE_SHOT:
+        return "xxh3:" + xxh3_128_hexdigest(stream.read_exact(size))
     digest = xxhash.xxh3_128()
     for chunk in stream.chunks(size):
         digest.update(chunk)
-    return f"xxh3:{digest.hexdigest()}"
+    return "xxh3:" + digest.hexdigest()
 
 
 def _norm(name: str) -> str:
+    """`name` without `./`, `/`, `..` steps, doubled or trailing slashes ("" for the root)."""
+    if name[:1] not in _ODD_START and "//" not in name and "/." not in name:
+        return name.rstrip("/")  # already plain, as most names in a layer are
     path = posixpath.normpath("/" + name).lstrip("/")
     return "" if path == "." else path
 

@@ -10,16 +10,19 @@ base-256 numbers) and pax headers (path, linkpath, size, uid, gid, mtime) and sk
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+from zlib import adler32
 
 import zstandard
 
 __all__ = [
     "BadHeader",
     "Bounded",
+    "ChunkReader",
     "Counted",
     "GzipReader",
     "Header",
@@ -35,6 +38,13 @@ __all__ = [
 ]
 
 BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+# name, mode, uid, gid, size, mtime, checksum, type, linkname, magic, ustar prefix
+_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s82x155s")
+# POSIX ustar/pax magic; GNU's "ustar " keeps atime and ctime where ustar has the name prefix
+_USTAR = b"ustar\0"
+_PAD = b"\0 "  # what ends an octal number field
+_EXTENDED = frozenset((b"x", b"g", b"L", b"K"))
 _SKIP_BUFFER = 1 << 20
 _TEXT = ("utf-8", "surrogateescape")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -102,28 +112,32 @@ def headers(stream: Counted) -> Iterator[Header]:
     asking for the next; whatever it leaves is skipped."""
     pax: dict[str, str] = {}
     gnu: dict[bytes, str] = {}
+    read = stream.raw.read
     while True:
-        block = stream.raw.read(BLOCK)
+        block = read(BLOCK)
         stream.pos += len(block)
-        if not block or block == bytes(BLOCK):
+        if not block or block == _ZERO_BLOCK:
             return  # end-of-archive marker (or a stream cut at a member boundary)
         if len(block) < BLOCK:
             raise EOFError("a tar header is cut short")
         header = _parse(block, stream.pos)
-        if header.type in (b"x", b"g", b"L", b"K"):
+        kind = header.type
+        if kind in _EXTENDED:
             end = header.offset + padded(header.size)
             data = stream.read_exact(header.size)
-            if header.type == b"x":
+            if kind == b"x":
                 pax.update(parse_pax(data))
-            elif header.type in (b"L", b"K"):
-                gnu[header.type] = data.split(b"\0", 1)[0].decode(*_TEXT)
+            elif kind in (b"L", b"K"):
+                gnu[kind] = data.split(b"\0", 1)[0].decode(*_TEXT)
             stream.skip(end - stream.pos)
             continue
-        _apply(header, pax, gnu)
-        pax, gnu = {}, {}
-        end = header.offset + padded(header.size if header.type not in _NO_DATA else 0)
+        if pax or gnu:
+            _apply(header, pax, gnu)
+            pax, gnu = {}, {}
+        end = header.offset + padded(header.size if kind not in _NO_DATA else 0)
         yield header
-        stream.skip(end - stream.pos)
+        if end > stream.pos:
+            stream.skip(end - stream.pos)
 
 
 def padded(size: int) -> int:
@@ -133,40 +147,66 @@ def padded(size: int) -> int:
 def ustar_name(block: bytes) -> str:
     """The name field of a header block, with the ustar prefix when there is one."""
     name = parse_text(block[0:100])
-    if block[257:262] == b"ustar" and block[345] != 0:
+    if block[257:263] == _USTAR and block[345] != 0:
         name = f"{parse_text(block[345:500])}/{name}"
     return name
 
 
 def _parse(block: bytes, offset: int) -> Header:
-    if not is_header(block):
+    (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic,
+     prefix) = _FIELDS.unpack_from(block)
+    if not _checksum_ok(block, checksum):
         raise BadHeader("not a tar header (bad checksum)")
-    name = ustar_name(block)
-    kind = block[156:157]
-    return Header(name=name, type=kind if kind != b"\0" else b"0",
-                  size=parse_number(block[124:136]),
-                  mode=parse_number(block[100:108]), uid=parse_number(block[108:116]),
-                  gid=parse_number(block[116:124]), mtime=parse_number(block[136:148]),
-                  linkname=parse_text(block[157:257]), offset=offset)
+    text = name.split(b"\0", 1)[0].decode(*_TEXT)
+    if magic == _USTAR and prefix[0]:
+        text = prefix.split(b"\0", 1)[0].decode(*_TEXT) + "/" + text
+    try:  # the usual octal digits ended by NUL or space, all five at once
+        numbers = (int(size.rstrip(_PAD), 8), int(mode.rstrip(_PAD), 8),
+                   int(uid.rstrip(_PAD), 8), int(gid.rstrip(_PAD), 8),
+                   int(mtime.rstrip(_PAD), 8))
+    except ValueError:  # base-256, an empty field, bytes after a NUL
+        numbers = (parse_number(size), parse_number(mode), parse_number(uid),
+                   parse_number(gid), parse_number(mtime))
+    return Header(text, kind if kind != b"\0" else b"0", *numbers,
+                  linkname.split(b"\0", 1)[0].decode(*_TEXT), offset)
 
 
-def is_header(block: bytes) -> bool:
-    """Does the 512-byte `block` carry a valid tar checksum (unsigned, or signed as old tars)?"""
+def byte_sum(data: bytes) -> int:
+    """The sum of the bytes of `data`, in C: Adler-32 started at 0 keeps the sum of the bytes
+    modulo 65521 in its low half, and 256 bytes sum to at most 65280, so each 256-byte piece's
+    sum is exact. (A Python `sum(block)` walks 512 int objects: most of a header's cost.)"""
+    view = memoryview(data)
+    return sum(adler32(view[i:i + 256], 0) & 0xFFFF for i in range(0, len(view), 256))
+
+
+def _checksum_ok(block: bytes, field: bytes) -> bool:
     try:
-        stored = parse_number(block[148:156])
+        stored = parse_number(field)
     except ValueError:
         return False
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    if len(block) == BLOCK:  # byte_sum, unrolled for the one size a header has
+        total = (adler32(block[:256], 0) & 0xFFFF) + (adler32(block[256:], 0) & 0xFFFF)
+    else:
+        total = byte_sum(block)
+    unsigned = total - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     return stored == unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
 
 
+def is_header(block: bytes) -> bool:
+    """Does the 512-byte `block` carry a valid tar checksum (unsigned, or signed as old tars)?"""
+    return _checksum_ok(block, block[148:156])
+
+
 def parse_number(field: bytes) -> int:
     if field[:1] and field[0] & 0x80:  # GNU base-256 for values that do not fit in octal
         return int.from_bytes(field[1:], "big")
-    digits = field.split(b"\0", 1)[0].strip()
-    return int(digits, 8) if digits else 0
+    try:
+        return int(field.rstrip(_PAD), 8)  # the usual: octal digits, then NUL or space
+    except ValueError:
+        digits = field.split(b"\0", 1)[0].strip()  # empty, or bytes after a NUL
+        return int(digits, 8) if digits else 0
 
 
 def parse_text(field: bytes) -> str:
@@ -202,16 +242,24 @@ def _apply(header: Header, pax: dict[str, str], gnu: dict[bytes, str]) -> None:
 # --- stream plumbing: bounded members, gunzip without seeking, engine chunks -----------------
 
 class Bounded(io.RawIOBase):
-    """The next `size` bytes of a stream; the stream ending sooner means a truncated archive."""
+    """The next `size` bytes of a stream; the stream ending sooner means a truncated archive.
+    `head`, already taken off the stream, is served first (a peek that costs no buffer layer).
+    Unbuffered on purpose: reads go straight to the stream, with no copy of their own."""
 
-    def __init__(self, stream: Counted, size: int) -> None:
+    def __init__(self, stream: Counted, size: int, head: bytes = b"") -> None:
         self.stream = stream
-        self.left = size
+        self.head = head
+        self.left = size - len(head)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
+        if self.head:
+            size = min(len(buf), len(self.head))
+            buf[:size] = self.head[:size]
+            self.head = self.head[size:]
+            return size
         if self.left <= 0:
             return 0
         got = self.stream.readinto(memoryview(buf)[: self.left])
@@ -219,6 +267,22 @@ class Bounded(io.RawIOBase):
             raise EOFError("the archive ends inside a member")
         self.left -= got
         return got
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self.head:
+            data, self.head = self.head[:size], self.head[size:]
+            return data + (self.read(size - len(data)) if len(data) < size else b"")
+        want = min(size, self.left)
+        if want <= 0:
+            return b""
+        data = self.stream.raw.read(want)
+        self.stream.pos += len(data)
+        self.left -= len(data)
+        if not data:
+            raise EOFError("the archive ends inside a member")
+        return data
 
 
 class GzipReader(io.RawIOBase):
@@ -288,8 +352,9 @@ class ZstdReader(io.RawIOBase):
         return size
 
 
-class _ChunksReader(io.RawIOBase):
-    """A raw reader over an iterator of byte chunks (the engine's save stream)."""
+class ChunkReader(io.RawIOBase):
+    """An unbuffered reader over an iterator of byte chunks (the engine's save stream): each
+    byte is copied once, from its chunk into the caller's buffer or the bytes `read` returns."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self.chunks = iter(chunks)
@@ -298,18 +363,39 @@ class _ChunksReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bool:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return False
+        self.pending = memoryview(chunk)
+        return True
+
     def readinto(self, buf: Any) -> int:
         while not self.pending:
-            chunk = next(self.chunks, None)
-            if chunk is None:
+            if not self._next():
                 return 0
-            self.pending = memoryview(chunk)
         size = min(len(buf), len(self.pending))
         buf[:size] = self.pending[:size]
         self.pending = self.pending[size:]
         return size
 
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if len(self.pending) >= size:
+            data = bytes(self.pending[:size])
+            self.pending = self.pending[size:]
+            return data
+        parts, have = [bytes(self.pending)], len(self.pending)
+        self.pending = memoryview(b"")
+        while have < size and self._next():
+            piece = self.pending[:size - have]
+            parts.append(bytes(piece))
+            have += len(piece)
+            self.pending = self.pending[len(piece):]
+        return b"".join(parts)
+
 
 def iter_chunks_reader(chunks: Iterable[bytes]) -> IO[bytes]:
-    """A buffered binary reader over byte chunks, for `read_archive`."""
-    return io.BufferedReader(_ChunksReader(chunks), _SKIP_BUFFER)
+    """A buffered binary reader over byte chunks (peek, readline and the rest)."""
+    return io.BufferedReader(ChunkReader(chunks), _SKIP_BUFFER)
