@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .archive import SavedImage
+from .archive import SavedImage, gc_paused
 from .divecompat import DiveFigures, dive_figures
 from .fsview import Cause, View, is_opaque_marker, replay, whiteout_target
 
@@ -118,9 +118,10 @@ class AnalyzeReport:
 def analyze(images: Sequence[SavedImage], *, top: int = 20,
             lint: LintReport | None = None) -> AnalyzeReport:
     """Analyse one or more images; `lint` findings attach to the first image's layers."""
-    reports = tuple(analyze_image(image, top=top, lint=lint if i == 0 else None)
-                    for i, image in enumerate(images))
-    return AnalyzeReport(reports, _sharing(images), _on_disk(images))
+    with gc_paused():
+        reports = tuple(analyze_image(image, top=top, lint=lint if i == 0 else None)
+                        for i, image in enumerate(images))
+        return AnalyzeReport(reports, _sharing(images), _on_disk(images))
 
 
 def analyze_image(image: SavedImage, *, top: int = 20,

@@ -29,6 +29,7 @@ Public API:
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import posixpath
@@ -65,6 +66,7 @@ __all__ = [
     "HistoryItem",
     "Layer",
     "SavedImage",
+    "gc_paused",
     "iter_chunks_reader",
     "open_layer",
     "read_archive",
@@ -79,7 +81,7 @@ JSON_LIMIT = 16 << 20            # bigger non-tar members are not configs or man
 MAX_INDEX_DEPTH = 8              # OCI image indexes nested deeper than this are refused
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_ONE_SHOT = 1 << 16      # files up to this size are read whole and hashed in one call
+_EMPTY_DIGEST = "xxh3:" + xxh3_128_hexdigest(b"")
 _ODD_START = ("", ".", "/")  # names that may need normalising; the rest are checked below
 _KINDS: dict[bytes, EntryKind] = {
     b"0": "file", b"7": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
@@ -167,14 +169,34 @@ class _Pass:
 
 # --- the one pass -----------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while many small acyclic records are made (a tar's
+    members, a replay's fates): its passes would walk them again and again, 10-20% of the
+    time, and find nothing to free."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_archive(source: str | Path | IO[bytes] | Iterable[bytes], *,
                  hash_content: bool = False) -> Archive:
     """Read a saved image archive in one pass; see the module docstring."""
+    with gc_paused():
+        return _read_archive(source, hash_content)
+
+
+def _read_archive(source: str | Path | IO[bytes] | Iterable[bytes],
+                  hash_content: bool) -> Archive:
     if isinstance(source, str | Path):
         # a buffer smaller than the 1 MiB reads of file data: those go straight to their
         # destination, and only headers and small files pass through the buffer
         with open(source, "rb", buffering=FILE_BUFSIZE) as fh:
-            return read_archive(fh, hash_content=hash_content)
+            return _read_archive(fh, hash_content)
     stream = source if isinstance(source, io.IOBase) else ChunkReader(source)
     found = _Pass()
     counted = Counted(cast(IO[bytes], stream))
@@ -248,10 +270,15 @@ def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
 
 
 def _content_digest(stream: Counted, size: int) -> str:
-    if size <= _ONE_SHOT:
-        return "xxh3:" + xxh3_128_hexdigest(stream.read_exact(size))
-    digest = xxhash.xxh3_128()
-    for chunk in stream.chunks(size):
+    if not size:
+        return _EMPTY_DIGEST
+    first = stream.take(size)  # most files lie whole in the buffer at hand: one call, no copy
+    if len(first) == size:
+        return "xxh3:" + xxh3_128_hexdigest(first)
+    if not first:
+        raise EOFError("the data ends early")
+    digest = xxhash.xxh3_128(first)
+    for chunk in stream.chunks(size - len(first)):
         digest.update(chunk)
     return "xxh3:" + digest.hexdigest()
 

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .archive import Entry, EntryKind
 
@@ -62,8 +62,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _CONTENT_KINDS = ("file", "hardlink")
 
 
-@dataclass(frozen=True, slots=True)
-class Hidden:
+class Hidden(NamedTuple):
     """Why an entry is not in the final filesystem: `by_layer` at `by_path` hid it."""
 
     by_layer: int
@@ -78,8 +77,7 @@ class Version:
     hidden: Hidden | None
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """A path of the merged tree. Hardlinked paths show as `file` and share `inode`."""
 
     path: str
@@ -126,17 +124,7 @@ def link_targets(entries: Sequence[Entry]) -> dict[str, Entry]:
     return {e.path: e for e in entries if e.kind == "file"}
 
 
-def _ancestors(path: str) -> Iterator[str]:
-    """'a/b/c' -> 'a/b', 'a' (nearest first)."""
-    cut = path.rfind("/")
-    while cut > 0:
-        path = path[:cut]
-        yield path
-        cut = path.rfind("/")
-
-
-@dataclass(frozen=True, slots=True)
-class _Seen:
+class _Seen(NamedTuple):
     """The nearest newer version at a path, with its contents resolved through hardlinks."""
 
     layer: int
@@ -153,24 +141,28 @@ class Hider:
         self._seen: dict[str, _Seen] = {}
         self._marks: dict[str, Hidden] = {}   # hides everything strictly below the key
 
-    def feed(self, layer: int, entries: Sequence[Entry]) -> list[Hidden | None]:
-        """Fates of one layer's entries; call with layers in decreasing index order."""
+    def feed(self, layer: int, entries: Sequence[Entry], *,
+             last: bool = False) -> list[Hidden | None]:
+        """Fates of one layer's entries; call with layers in decreasing index order. With
+        `last` (no older layer follows) the entries are not remembered: nothing would ask."""
         targets = link_targets(entries)
         linked = {e.linkname for e in entries if e.kind == "hardlink"} if targets else set()
-        fates = [self._fate(e, targets) for e in entries]
-        last: dict[str, int] = {}
+        above: dict[str, Hidden | None] = {}  # per directory: the mark over it (marks are
+        fates = [self._fate(e, targets, above) for e in entries]  # fixed until _remember)
+        at: dict[str, int] = {}
         for i, entry in enumerate(entries):  # within a tar, a later entry replaces an earlier one
             path = marked_path(entry)
-            earlier = last.get(path)
+            earlier = at.get(path)
             # ...except a directory after a whiteout of its path (`.wh.d`, `d/`, as kaniko writes
             # a re-created directory): as across layers (`_fate`), the whiteout still hides the
             # layers below, so it stays visible and a squash writes it as an opaque marker
             if earlier is not None and fates[earlier] is None and not (
                     entry.kind == "dir" and entries[earlier].path != path):
                 fates[earlier] = Hidden(layer, path, "overwritten")
-            last[path] = i
-        for entry in entries:
-            self._remember(layer, entry, targets, linked)
+            at[path] = i
+        if not last:
+            for entry in entries:
+                self._remember(layer, entry, targets, linked)
         return fates
 
     def hides_below(self, path: str) -> bool:
@@ -179,20 +171,42 @@ class Hider:
         that entry? A squash over kept layers needs the effect when `path` ends up a directory."""
         return path in self._marks
 
-    def _fate(self, entry: Entry, targets: dict[str, Entry]) -> Hidden | None:
+    def _fate(self, entry: Entry, targets: dict[str, Entry],
+              above: dict[str, Hidden | None]) -> Hidden | None:
         path = marked_path(entry)
-        best: Hidden | None = None
-        if self._marks:
-            for parent in _ancestors(path):
-                mark = self._marks.get(parent)
-                if mark is not None and (best is None or mark.by_layer < best.by_layer):
-                    best = mark
+        best = self._mark_above(path, above) if self._marks else None
         seen = self._seen.get(path)
         if seen is not None and seen.entry.kind == "dir" and path != entry.path:
             return best  # a whiteout under a re-created directory still hides the layers below
         if seen is not None and (best is None or seen.layer < best.by_layer):
             best = Hidden(seen.layer, seen.entry.path, _cause(entry, targets, seen))
         return best
+
+    def _mark_above(self, path: str, above: dict[str, Hidden | None]) -> Hidden | None:
+        """The mark of the oldest layer on a strict ancestor of `path` (the nearest ancestor
+        among equals), memoised per directory in `above`: a tar lists a directory's entries
+        together, so most entries cost one look-up instead of one per ancestor."""
+        cut = path.rfind("/")
+        if cut <= 0:
+            return None
+        parent = directory = path[:cut]
+        missing: list[str] = []
+        best: Hidden | None = None
+        while True:
+            if directory in above:
+                best = above[directory]
+                break
+            missing.append(directory)
+            cut = directory.rfind("/")
+            if cut <= 0:
+                break
+            directory = directory[:cut]
+        for directory in reversed(missing):  # from the outermost down
+            mark = self._marks.get(directory)
+            if mark is not None and (best is None or mark.by_layer <= best.by_layer):
+                best = mark
+            above[directory] = best
+        return above[parent]
 
     def _remember(self, layer: int, entry: Entry, targets: dict[str, Entry],
                   linked: set[str]) -> None:
@@ -240,7 +254,7 @@ def replay(layers: Sequence[Sequence[Entry]]) -> View:
     hider = Hider()
     fates: list[tuple[Hidden | None, ...]] = [()] * len(layers)
     for index in range(len(layers) - 1, -1, -1):
-        fates[index] = tuple(hider.feed(index, layers[index]))
+        fates[index] = tuple(hider.feed(index, layers[index], last=index == 0))
     return View(tuple(tuple(entries) for entries in layers), tuple(fates))
 
 

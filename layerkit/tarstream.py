@@ -77,6 +77,7 @@ class Counted:
         self.raw = raw
         self.pos = start
         self._scratch = memoryview(bytearray(_SKIP_BUFFER))
+        self._take = getattr(raw, "take", None)  # a source that can lend its own buffer
 
     def read_exact(self, size: int) -> bytes:
         data = self.raw.read(size)
@@ -90,21 +91,33 @@ class Counted:
         self.pos += got
         return int(got)
 
+    def take(self, size: int) -> memoryview:
+        """Up to `size` (> 0) of the next bytes as a view, valid until the next step; empty at
+        the end. Lent straight from the source when it can (`ChunkReader`, `Bounded` over
+        one), so skipping and hashing copy nothing; else read into a reused buffer."""
+        if self._take is not None:
+            view: memoryview = self._take(size)
+        else:
+            view = self._scratch[: self.raw.readinto(  # type: ignore[attr-defined]
+                self._scratch[: min(size, _SKIP_BUFFER)])]
+        self.pos += len(view)
+        return view
+
     def skip(self, size: int) -> None:
         while size > 0:
-            got = self.readinto(self._scratch[: min(size, _SKIP_BUFFER)])
+            got = len(self.take(size))
             if not got:
                 raise EOFError("the data ends early")
             size -= got
 
     def chunks(self, size: int) -> Iterator[memoryview]:
-        """`size` bytes as views into a reused buffer (valid until the next step)."""
+        """`size` bytes as views (each valid until the next step)."""
         while size > 0:
-            got = self.readinto(self._scratch[: min(size, _SKIP_BUFFER)])
-            if not got:
+            view = self.take(size)
+            if not view:
                 raise EOFError("the data ends early")
-            size -= got
-            yield self._scratch[:got]
+            size -= len(view)
+            yield view
 
 
 def headers(stream: Counted) -> Iterator[Header]:
@@ -268,6 +281,20 @@ class Bounded(io.RawIOBase):
         self.left -= got
         return got
 
+    def take(self, size: int) -> memoryview:
+        """As `Counted.take`: up to `size` bytes lent by the stream below."""
+        if self.head:
+            view = memoryview(self.head)[:size]
+            self.head = self.head[len(view):]
+            return view
+        if self.left <= 0:
+            return memoryview(b"")
+        view = self.stream.take(min(size, self.left))
+        if not view:
+            raise EOFError("the archive ends inside a member")
+        self.left -= len(view)
+        return view
+
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
@@ -378,6 +405,15 @@ class ChunkReader(io.RawIOBase):
         buf[:size] = self.pending[:size]
         self.pending = self.pending[size:]
         return size
+
+    def take(self, size: int) -> memoryview:
+        """Up to `size` bytes as a view of the current chunk (no copy); empty at the end."""
+        while not self.pending:
+            if not self._next():
+                return self.pending
+        view = self.pending[:size]
+        self.pending = self.pending[len(view):]
+        return view
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -128,6 +128,14 @@ class _Reader:
             return size
         return self.sock.recv_into(dst)
 
+    def readinto_all(self, dst: memoryview) -> int:
+        """As `readinto`, but from the socket it waits for all of `dst` (fewer bytes only at
+        the end): one wake-up and one system call per buffer, not one per write the engine
+        made (it writes 32 KiB at a time)."""
+        if self.start < self.end:
+            return self.readinto(dst)
+        return self.sock.recv_into(dst, 0, socket.MSG_WAITALL)
+
 
 def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
     parts = reader.line().decode("latin-1").split(" ", 2)
@@ -203,7 +211,7 @@ def _fill(reader: _Reader, size: int) -> bytes:
     """Up to `size` bytes, fewer only at the end of the connection."""
     out = memoryview(bytearray(size))
     held = 0
-    while held < size and (got := reader.readinto(out[held:])):
+    while held < size and (got := reader.readinto_all(out[held:])):
         held += got
     return bytes(out[:held]) if held < size else out.obj  # type: ignore[return-value]
 

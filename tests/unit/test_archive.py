@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from layerkit.archive import Archive, open_layer, read_archive
+from layerkit.archive import Archive, gc_paused, open_layer, read_archive
 from layerkit.errors import ArchiveError, MissingLayer, NotATar, TruncatedArchive
 from tests.imagetar import (
     Image,
@@ -331,3 +332,21 @@ def test_deeply_nested_oci_index_is_an_archive_error() -> None:
         docs[f"blobs/sha256/{level:064x}"] = json.dumps({"manifests": [child]}).encode()
     with pytest.raises(ArchiveError, match="nests more than"):
         read_archive(io.BytesIO(_with_docs(base, docs)))
+
+
+def test_gc_is_paused_while_reading_and_restored_after_an_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(NotATar):
+        read_archive(iter([b"not a tar at all" * 64]))
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        gc.disable()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's choice to keep it off is kept
+    finally:
+        gc.enable()

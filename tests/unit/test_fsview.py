@@ -4,6 +4,7 @@ symlinks, metadata-only changes, empty layers; the merged tree and its fingerpri
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 
@@ -202,3 +203,49 @@ def test_duplicate_path_within_one_layer_later_wins() -> None:
     assert v.fates[0] == (Hidden(0, "x", "overwritten"), None)
     assert v.final["x"].size == 9
     assert v.reclaimable_bytes == 5
+
+
+class _WalkingHider(Hider):
+    """The plain definition of a mark over a path: every ancestor looked up, the oldest layer's
+    mark kept, the nearest among equals. The memoised Hider must agree with it."""
+
+    def _mark_above(self, path: str, above: dict[str, Hidden | None]) -> Hidden | None:
+        best: Hidden | None = None
+        parts = path.split("/")
+        for depth in range(len(parts) - 1, 0, -1):  # nearest ancestor first
+            mark = self._marks.get("/".join(parts[:depth]))
+            if mark is not None and (best is None or mark.by_layer < best.by_layer):
+                best = mark
+        return best
+
+
+def _random_layers(rng: random.Random) -> list[list[Entry]]:
+    names = ["a", "b", "a/x", "a/y", "a/x/f", "a/x/g", "b/z", "a/x/h/i", "c"]
+    layers = []
+    for _ in range(rng.randint(1, 5)):
+        entries = []
+        for _ in range(rng.randint(0, 8)):
+            path = rng.choice(names)
+            head, _, name = path.rpartition("/")
+            form = rng.random()
+            if form < 0.2:  # a whiteout of the path
+                entries.append(Entry(f"{head}/.wh.{name}".lstrip("/"), "file", 0, 0, 0, 0))
+            elif form < 0.3:  # an opaque marker in it
+                entries.append(Entry(f"{path}/.wh..wh..opq", "file", 0, 0, 0, 0))
+            elif form < 0.6:
+                entries.append(Entry(path, "dir", 0, 0o755, 0, 0))
+            else:
+                kind = rng.choice(["file", "file", "symlink"])
+                entries.append(Entry(path, kind, rng.choice([0, 3, 5]) if kind == "file" else 0,
+                                     rng.choice([0o644, 0o600]), 0, 0))
+        layers.append(entries)
+    return layers
+
+
+def test_memoised_marks_agree_with_walking_every_ancestor() -> None:
+    rng = random.Random(20261202)
+    for _ in range(3000):
+        layers = _random_layers(rng)
+        fast, walking = Hider(), _WalkingHider()
+        for index in range(len(layers) - 1, -1, -1):
+            assert fast.feed(index, layers[index]) == walking.feed(index, layers[index]), layers
