@@ -3,11 +3,17 @@ of analyze's options that take a value, checked against the command typer builds
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import typer.main
 
 from layerkit import entry, savestream
 from layerkit.cli import app
+from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 
 def _analyze_options() -> tuple[set[str], set[str]]:
@@ -93,3 +99,36 @@ def test_no_early_save_for_a_tcp_engine_or_a_failing_one(monkeypatch: pytest.Mon
     monkeypatch.setattr(savestream, "save_unix", fail)
     entry.start(["analyze", "a:1"], {})  # the command asks again and reports it
     assert entry.take("a:1") is None
+
+
+def _script(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The console script's code path (entry.main) in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", "from layerkit.entry import main; main()",
+                           *argv], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_analyze_ends_quickly_with_its_output_and_reports_complete(tmp_path: Path) -> None:
+    """analyze skips the interpreter's teardown (quick_exit): what it printed and wrote must
+    all be there, and its status must be the command's."""
+    names = [f"usr/share/doc/p{i:04}/changelog" for i in range(400)]  # a long JSON report
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(legacy_archive(Image([
+        layer(*(file(name, b"x" * 100) for name in names)),
+        layer(*(whiteout(name) for name in names))])))
+    done = _script("analyze", "--archive", str(archive), "--format", "json", "--top", "400",
+                   "--out", str(tmp_path / "reports"), "--max-reclaimable", "1%",
+                   "--dive-ci", "/nonexistent")
+    assert done.returncode == 1, done.stderr  # the gate failed...
+    assert "gate: " in done.stderr
+    report = json.loads(done.stdout)  # ...after the whole report was printed
+    assert len(done.stdout) > 65536
+    assert len(report["images"][0]["top"]) == 400
+    assert json.loads((tmp_path / "reports" / "analyze.json").read_text()) == report
+    usage = _script("analyze", "--archive", str(archive), "--format", "nope")
+    assert usage.returncode == 2
+    assert "nope" in usage.stderr
+
+
+def test_exit_status_is_what_sys_exit_gives() -> None:
+    assert [entry.exit_status(c) for c in (None, 0, 1, 2, 256 + 3)] == [0, 0, 1, 2, 3]
+    assert entry.exit_status("a message") == 1
