@@ -35,11 +35,8 @@ class DiveFigures:
     user_size_bytes: int     # the same without the first layer
 
 
-@dataclass(slots=True)
-class _Score:
-    count: int = 0
-    total: int = 0
-    smallest: int = -1
+# per path, over its versions: [count, total size, smallest size]
+_Score = list[int]
 
 
 class _Stack:
@@ -93,7 +90,7 @@ def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
     scores: dict[str, _Score] = {}
     stack = _Stack()
     sizes = [sum(e.size for e in entries) for entries in layers]
-    for entries in layers:
+    for index, entries in enumerate(layers):
         tree = _layer_tree(entries)
         parents = {path.rpartition("/")[0] for path in tree}
         for path, (_, size, whiteout) in tree.items():
@@ -102,10 +99,15 @@ def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
             if whiteout:
                 was_dir = stack.nodes.get(path, (False, 0))[0]
                 size = stack.subtree_size(path) if was_dir else 0
-            score = scores.setdefault(path, _Score())
-            score.count += 1
-            score.total += size
-            score.smallest = size if score.smallest < 0 else min(score.smallest, size)
+            score = scores.get(path)
+            if score is None:
+                scores[path] = [1, size, size]
+            else:
+                score[0] += 1
+                score[1] += size
+                score[2] = min(score[2], size)
+        if index == len(layers) - 1:
+            break  # the stack is for later layers' whiteouts: there are none
         for path, (is_dir, size, whiteout) in tree.items():
             if whiteout:
                 stack.remove(path)
@@ -115,9 +117,9 @@ def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
 
 
 def _figures(scores: dict[str, _Score], sizes: list[int]) -> DiveFigures:
-    smallest = sum(s.smallest for s in scores.values())
-    total = sum(s.total for s in scores.values())
-    wasted = sum(s.total for s in scores.values() if s.count > 1)
+    smallest = sum(s[2] for s in scores.values())
+    total = sum(s[1] for s in scores.values())
+    wasted = sum(s[1] for s in scores.values() if s[0] > 1)
     user = sum(sizes[1:])
     return DiveFigures(efficiency=smallest / total if total else 1.0, wasted_bytes_dive=wasted,
                        user_wasted_percent=wasted / user if user else 0.0,

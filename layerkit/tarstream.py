@@ -168,20 +168,25 @@ def ustar_name(block: bytes) -> str:
 def _parse(block: bytes, offset: int) -> Header:
     (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic,
      prefix) = _FIELDS.unpack_from(block)
-    if not _checksum_ok(block, checksum):
-        raise BadHeader("not a tar header (bad checksum)")
-    text = name.split(b"\0", 1)[0].decode(*_TEXT)
-    if magic == _USTAR and prefix[0]:
-        text = prefix.split(b"\0", 1)[0].decode(*_TEXT) + "/" + text
-    try:  # the usual octal digits ended by NUL or space, all five at once
+    try:  # the usual: every number octal digits ended by NUL or space, the checksum unsigned
+        stored = int(checksum.rstrip(_PAD), 8)
         numbers = (int(size.rstrip(_PAD), 8), int(mode.rstrip(_PAD), 8),
                    int(uid.rstrip(_PAD), 8), int(gid.rstrip(_PAD), 8),
                    int(mtime.rstrip(_PAD), 8))
-    except ValueError:  # base-256, an empty field, bytes after a NUL
+        ok = stored == ((adler32(block[:256], 0) & 0xFFFF) + (adler32(block[256:], 0) & 0xFFFF)
+                        - (adler32(checksum, 0) & 0xFFFF) + 8 * 32)
+    except ValueError:  # base-256, an empty field, bytes after a NUL; or not a header
+        ok = False
+    if not ok:
+        if not _checksum_ok(block, checksum):  # which also knows old signed checksums
+            raise BadHeader("not a tar header (bad checksum)")
         numbers = (parse_number(size), parse_number(mode), parse_number(uid),
                    parse_number(gid), parse_number(mtime))
-    return Header(text, kind if kind != b"\0" else b"0", *numbers,
-                  linkname.split(b"\0", 1)[0].decode(*_TEXT), offset)
+    text = name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if magic == _USTAR and prefix[0]:
+        text = prefix.split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + text
+    link = linkname.split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if linkname[0] else ""
+    return Header(text, kind if kind != b"\0" else b"0", *numbers, link, offset)
 
 
 def byte_sum(data: bytes) -> int:
