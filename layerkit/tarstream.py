@@ -174,7 +174,7 @@ def _parse(block: bytes, offset: int) -> Header:
                    int(uid.rstrip(_PAD), 8), int(gid.rstrip(_PAD), 8),
                    int(mtime.rstrip(_PAD), 8))
         ok = stored == ((adler32(block[:256], 0) & 0xFFFF) + (adler32(block[256:], 0) & 0xFFFF)
-                        - (adler32(checksum, 0) & 0xFFFF) + 8 * 32)
+                        - (adler32(checksum, 0) & 0xFFFF) + 8 * 32)  # byte_sum, unrolled
     except ValueError:  # base-256, an empty field, bytes after a NUL; or not a header
         ok = False
     if not ok:
@@ -202,11 +202,7 @@ def _checksum_ok(block: bytes, field: bytes) -> bool:
         stored = parse_number(field)
     except ValueError:
         return False
-    if len(block) == BLOCK:  # byte_sum, unrolled for the one size a header has
-        total = (adler32(block[:256], 0) & 0xFFFF) + (adler32(block[256:], 0) & 0xFFFF)
-    else:
-        total = byte_sum(block)
-    unsigned = total - sum(field) + 8 * 32
+    unsigned = byte_sum(block) - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     return stored == unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
