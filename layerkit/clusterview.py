@@ -65,10 +65,6 @@ class LbView:
     servers: tuple[ServerRow, ...]
     haproxy: bool
 
-    @property
-    def serving(self) -> int:
-        return sum(1 for s in self.servers if s.status.startswith("UP"))
-
 
 def serving_addresses(view: LbView) -> set[str]:
     """The IP addresses of the servers HAProxy has UP (its `addr` is `ip:port`)."""

@@ -43,7 +43,8 @@ def test_view_escapes_what_came_from_the_network() -> None:
                                    {"name": "b", "status": "DOWN", "sessions": "x"}],
                        "haproxy": True})
     assert view.members[0].name == repr("evil\nname")
-    assert view.serving == 1
+    assert [s.status for s in view.servers] == ["UP", "DOWN"]
+    assert serving_addresses(view) == {""}  # UP, but the network gave it no address
     assert [s.sessions for s in view.servers] == [3, 0]
     assert shown("t1-web-abc-def") == "t1-web-abc-def"
     assert "\x1b" not in shown("\x1b[31mred")
