@@ -21,6 +21,7 @@ from .errors import NotFound, UsageError
 if TYPE_CHECKING:
     from .archive import SavedImage
     from .gate import GateRules
+    from .unixhttp import Request
 
 __all__ = ["app", "main"]
 
@@ -227,27 +228,27 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
     from . import entry, savestream
     from .archive import read_archive
 
-    early = entry.take(refs[0] if refs else "")  # asked for before typer was imported
+    early = entry.take(refs[0] if refs else "")  # sent before typer was imported
     path = savestream.socket_path(os.environ)
     if path is not None:
-        def save(ref: str) -> savestream.SaveStream:
-            return savestream.save_unix(path, ref)
+        def save(ref: str, sent: Request | None = None) -> savestream.SaveStream:
+            return savestream.save_unix(path, ref, sent=sent)
 
         def exists(ref: str) -> None:
             if not savestream.image_exists(path, ref):
                 raise NotFound(f"inspecting image {ref}: no such image")
-    else:
+    else:  # `entry` sends early only to a unix socket: `early` is None
         from .engine import connect, inspect_image, save_image
 
         client = connect(os.environ)
 
-        def save(ref: str) -> savestream.SaveStream:
+        def save(ref: str, sent: Request | None = None) -> savestream.SaveStream:
             return save_image(client, ref)
 
         def exists(ref: str) -> None:
             inspect_image(client, ref)
 
-    streams = [early or save(refs[0])] if refs else []
+    streams = [save(refs[0], early)] if refs else []
     for ref in refs[1:]:
         exists(ref)  # a misspelt second image fails now, not after the first is read
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not imported from typing: see `start`
 if TYPE_CHECKING:
-    from .savestream import SaveStream
+    from collections.abc import Mapping, Sequence
+
+    from .unixhttp import Request
 
 __all__ = ["ANALYZE_VALUE_OPTIONS", "early_images", "exit_status", "main", "quick_exit", "take"]
 
@@ -28,7 +29,7 @@ ANALYZE_VALUE_OPTIONS = frozenset({
     "--max-reclaimable", "--max-junk", "--dive-ci"})
 _NO_EARLY = frozenset({"--archive", "--help", "-h"})
 
-_early: dict[str, SaveStream] = {}
+_early: dict[str, Request] = {}
 
 
 def early_images(argv: Sequence[str]) -> list[str]:
@@ -56,24 +57,26 @@ def early_images(argv: Sequence[str]) -> list[str]:
 
 
 def start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
-    """Ask the engine for the first image's save, if `argv` is such an analyze."""
+    """Ask the engine for the first image's save, if `argv` is such an analyze. Nothing but
+    `socket` is imported before the request is sent (not even typing): about 20 ms after the
+    interpreter starts; a failure here is left for the command to meet and report."""
     images = early_images(argv)
     if not images:
         return
-    from . import savestream  # noqa: PLC0415 - only now is it known to be needed
+    from . import unixhttp  # noqa: PLC0415 - only now is it known to be needed
 
-    path = savestream.socket_path(environ)
+    path = unixhttp.socket_path(environ)
     if path is None:
         return
     try:
-        _early[images[0]] = savestream.save_unix(path, images[0])
+        _early[images[0]] = unixhttp.Request(path, unixhttp.image_target(images[0], "get"))
     except Exception:
         return
 
 
-def take(ref: str) -> SaveStream | None:
-    """The early stream of `ref`, once; None if there is none. Any other early stream is
-    closed: the command did not parse what `start` guessed."""
+def take(ref: str) -> Request | None:
+    """The request sent early for `ref`, once; None if there is none. Any other early request
+    is closed unread: the command did not parse what `start` guessed."""
     stream = _early.pop(ref, None)
     for other in _early.values():
         other.close()

@@ -18,57 +18,47 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import cast
-from urllib.parse import quote
 
 from . import unixhttp
 from .errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 
 __all__ = ["SaveStream", "image_exists", "save_unix", "socket_path"]
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
-
-
-def socket_path(environ: Mapping[str, str]) -> str | None:
-    host = environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    return host.removeprefix("unix://") if host.startswith("unix:///") else None
+DEFAULT_SOCKET = unixhttp.DEFAULT_SOCKET
+socket_path = unixhttp.socket_path
 
 
 def save_unix(path: str, ref: str, *, api_version: str | None = None,
-              chunk_size: int = 1 << 20, read_ahead: int = 0) -> SaveStream:
+              chunk_size: int = 1 << 20, read_ahead: int = 0,
+              sent: unixhttp.Request | None = None) -> SaveStream:
     """`docker save ref` from the engine at the unix socket `path`: the request is sent now,
     the reply read as the stream is iterated. By default in the caller's thread: with the
     body received straight into the caller's buffers there is too little Python left in the
     reading for a thread to overlap (measured: no faster on 430 MB), and the socket's buffer
-    already lets the engine write ahead."""
+    already lets the engine write ahead. `sent`: that request, already sent (see `entry`)."""
     def errors() -> AbstractContextManager[None]:
         return unix_errors(f"saving image {ref}", path)
 
-    with errors():
-        request = unixhttp.Request(path, _target(ref, "get", api_version))
-    return SaveStream(request.body(chunk_size), read_ahead, errors=errors,
-                      on_close=request.close)
+    if sent is None:
+        with errors():
+            sent = unixhttp.Request(path, unixhttp.image_target(ref, "get", api_version))
+    return SaveStream(sent.body(chunk_size), read_ahead, errors=errors, on_close=sent.close)
 
 
 def image_exists(path: str, ref: str) -> bool:
     """Whether the engine at `path` has `ref` (its inspect document, read and dropped)."""
     with unix_errors(f"inspecting image {ref}", path):
         try:
-            for _ in unixhttp.get(path, _target(ref, "json", None)):
+            for _ in unixhttp.get(path, unixhttp.image_target(ref, "json")):
                 pass
         except unixhttp.HTTPStatusError as exc:
             if exc.status == 404:
                 return False
             raise
     return True
-
-
-def _target(ref: str, what: str, api_version: str | None) -> str:
-    # unversioned paths get the engine's own API version, as the docker CLI's would
-    prefix = f"/v{api_version}" if api_version else ""
-    return f"{prefix}/images/{quote(ref, safe='/:')}/{what}"
 
 
 @contextlib.contextmanager

@@ -15,18 +15,50 @@ engine address (tcp, TLS, ssh) takes the Docker SDK's path.
 
 from __future__ import annotations
 
-import json
-import re
 import socket
-from collections.abc import Iterator
 
-__all__ = ["HTTPStatusError", "ProtocolError", "get"]
+TYPE_CHECKING = False  # typing itself is not imported: see `image_target`
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = ["HTTPStatusError", "ProtocolError", "Request", "get", "image_target", "socket_path"]
 
 LINE_RECV = 512  # framing is read this much at a time; body bytes go straight to their buffer
 MAX_HEAD = 64 << 10  # status line and headers
 MAX_ERROR_BODY = 64 << 10
-_DECIMAL = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() takes "²"
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+DEFAULT_SOCKET = "/var/run/docker.sock"
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+# what a name:tag reference is made of: sent as it is; any other (name@digest) is quoted
+_PLAIN_REF = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:/")
+
+
+def socket_path(environ: Mapping[str, str]) -> str | None:
+    """The engine's unix socket that DOCKER_HOST names (or the default one); None for tcp, TLS
+    and ssh engines, which go through the Docker SDK."""
+    host = environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    return host.removeprefix("unix://") if host.startswith("unix:///") else None
+
+
+def image_target(ref: str, what: str, api_version: str | None = None) -> str:
+    """`/images/{ref}/{what}`. This module imports nothing but `socket`, so that `layerkit
+    analyze` can send its request about 20 ms after the interpreter starts (see `entry`); the
+    usual reference needs no quoting, and urllib is imported only for an unusual one."""
+    if not set(ref) <= _PLAIN_REF:
+        from urllib.parse import quote  # noqa: PLC0415 - rare: see above
+
+        ref = quote(ref, safe="/:")
+    # unversioned paths get the engine's own API version, as the docker CLI's would
+    prefix = f"/v{api_version}" if api_version else ""
+    return f"{prefix}/images/{ref}/{what}"
+
+
+def _is_decimal(text: str) -> bool:
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit()  # isdigit alone takes "²"
+
+
+def _is_hex(data: bytes) -> bool:
+    # not int(, 16) alone: it would take "0x5", "+5", "0_5"
+    return 0 < len(data) <= 16 and not data.strip(_HEX_DIGITS)
 
 
 class ProtocolError(ConnectionError):
@@ -139,7 +171,7 @@ class _Reader:
 
 def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
     parts = reader.line().decode("latin-1").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _DECIMAL.fullmatch(parts[1]):
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_decimal(parts[1]):
         raise ProtocolError(f"not an HTTP/1.x status line: {parts[0][:40]!r}")
     headers: dict[str, str] = {}
     size = 0
@@ -159,7 +191,7 @@ def _body(reader: _Reader, headers: dict[str, str], chunk_size: int) -> Iterator
         return _chunked(reader, chunk_size)
     if "content-length" in headers:
         length = headers["content-length"]
-        if not _DECIMAL.fullmatch(length):
+        if not _is_decimal(length):
             raise ProtocolError(f"a bad Content-Length: {length[:40]!r}")
         return _sized(reader, int(length), chunk_size)
     return _until_close(reader, chunk_size)
@@ -170,7 +202,7 @@ def _chunked(reader: _Reader, chunk_size: int) -> Iterator[bytes]:
     held = 0
     while True:
         size_text = reader.line().split(b";", 1)[0].strip()  # chunk extensions are ignored
-        if not _HEX.fullmatch(size_text):  # int(, 16) alone would take "0x5", "+5", "0_5"
+        if not _is_hex(size_text):
             raise ProtocolError(f"a bad chunk size: {size_text[:40]!r}")
         left = int(size_text, 16)
         if left == 0:
@@ -224,6 +256,8 @@ def _explanation(body: Iterator[bytes]) -> str:
         if len(data) > MAX_ERROR_BODY:
             break
     text = data[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+    import json  # noqa: PLC0415 - only errors need it: see `image_target`
+
     try:
         message = json.loads(text).get("message")
     except (ValueError, AttributeError):

@@ -4,6 +4,7 @@ of analyze's options that take a value, checked against the command typer builds
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from layerkit import entry, savestream
+from layerkit import entry, unixhttp
 from layerkit.cli import app
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
@@ -67,14 +68,14 @@ def test_start_asks_for_the_first_image_only_and_take_hands_it_over_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[FakeStream] = []
 
-    def fake_save(path: str, ref: str) -> FakeStream:
+    def fake_request(path: str, target: str) -> FakeStream:
         assert path == "/run/x.sock"
-        asked.append(FakeStream(ref))
+        asked.append(FakeStream(target))
         return asked[-1]
 
-    monkeypatch.setattr(savestream, "save_unix", fake_save)
+    monkeypatch.setattr(unixhttp, "Request", fake_request)
     entry.start(["analyze", "a:1", "b:2"], {"DOCKER_HOST": "unix:///run/x.sock"})
-    assert [s.ref for s in asked] == ["a:1"]
+    assert [s.ref for s in asked] == ["/images/a:1/get"]
     assert entry.take("a:1") is asked[0]
     assert entry.take("a:1") is None
     assert not asked[0].closed
@@ -83,22 +84,41 @@ def test_start_asks_for_the_first_image_only_and_take_hands_it_over_once(
 def test_an_early_stream_the_command_does_not_want_is_closed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[FakeStream] = []
-    monkeypatch.setattr(savestream, "save_unix",
-                        lambda path, ref: asked.append(FakeStream(ref)) or asked[-1])
+    monkeypatch.setattr(unixhttp, "Request",
+                        lambda path, target: asked.append(FakeStream(target)) or asked[-1])
     entry.start(["analyze", "a:1"], {})
     assert entry.take("something-else") is None
     assert asked[0].closed
 
 
 def test_no_early_save_for_a_tcp_engine_or_a_failing_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(path: str, ref: str) -> None:
+    def fail(path: str, target: str) -> None:
         raise ConnectionRefusedError(path)
 
     entry.start(["analyze", "a:1"], {"DOCKER_HOST": "tcp://127.0.0.1:2375"})
     assert entry.take("a:1") is None
-    monkeypatch.setattr(savestream, "save_unix", fail)
+    monkeypatch.setattr(unixhttp, "Request", fail)
     entry.start(["analyze", "a:1"], {})  # the command asks again and reports it
     assert entry.take("a:1") is None
+
+
+def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_path: Path) -> None:
+    """`start` sends its request with `socket` alone; `-S` keeps site's .pth files (an editable
+    install's imports re) out of the picture, as a regular install's would be."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = str(tmp_path / "engine.sock")
+    server.bind(path)
+    server.listen(1)
+    code = ("import sys; from layerkit import entry; entry.start(['analyze', 'a:1'], "
+            f"{{'DOCKER_HOST': 'unix://{path}'}}); "
+            "print(bool(entry._early), *sorted(m for m in ('typing', 're', 'json', 'threading', "
+            "'urllib.parse', 'layerkit.savestream') if m in sys.modules))")
+    root = Path(entry.__file__).parent.parent
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True, env={"PYTHONPATH": str(root)})
+    with server, server.accept()[0] as conn:
+        assert conn.recv(1024).startswith(b"GET /images/a:1/get HTTP/1.0\r\n")
+    assert done.stdout.split() == ["True"]
 
 
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:
