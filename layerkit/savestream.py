@@ -32,7 +32,7 @@ socket_path = unixhttp.socket_path
 
 
 def save_unix(path: str, ref: str, *, api_version: str | None = None,
-              chunk_size: int = 1 << 20, read_ahead: int = 0,
+              chunk_size: int = unixhttp.PIECE, read_ahead: int = 0,
               sent: unixhttp.Request | None = None) -> SaveStream:
     """`docker save ref` from the engine at the unix socket `path`: the request is sent now,
     the reply read as the stream is iterated. By default in the caller's thread: with the

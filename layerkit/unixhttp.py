@@ -5,8 +5,8 @@ chunks, and through requests and http.client each chunk costs a few Python calls
 `recv`s: about 0.65 s of CPU for a 430 MB image, more than parsing the archive itself, CPU
 that the engine writing the stream needs too on a small machine. Asked in HTTP/1.0, the engine
 (Go's net/http) sends the body unframed and closes the connection at its end; here the body is
-then received straight into the buffers handed to the caller, 1 MiB at a time, so the kernel's
-copy is the only one.
+then received straight into the buffers handed to the caller, 128 KiB at a time (`PIECE`), so
+the kernel's copy is the only one.
 
 Only what that one request needs: no redirects, no keep-alive, bodies ended by the connection's
 end or framed by Content-Length or (should a proxy send it anyway) chunked encoding. Any other
@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["HTTPStatusError", "ProtocolError", "Request", "get", "image_target", "socket_path"]
 
 LINE_RECV = 512  # framing is read this much at a time; body bytes go straight to their buffer
+# The body is handed on in pieces of this size, each filled by one `recv` (MSG_WAITALL). Not
+# larger: while the caller parses a piece, the engine can only write ahead as far as its socket
+# buffer (about 200 KiB), and a piece full of small files takes longer to parse than the engine
+# takes to fill that; it then waits. Measured on a 434 MB save (median of 6, interleaved): the
+# body took 553 ms in 1 MiB pieces, 516 ms in 128 KiB ones, 523 ms in 64 KiB ones (curl: 538).
+PIECE = 128 << 10
 MAX_HEAD = 64 << 10  # status line and headers
 MAX_ERROR_BODY = 64 << 10
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -75,7 +81,7 @@ class HTTPStatusError(Exception):
         self.message = message
 
 
-def get(socket_path: str, target: str, *, chunk_size: int = 1 << 20,
+def get(socket_path: str, target: str, *, chunk_size: int = PIECE,
         connect_timeout: float = 120.0) -> Iterator[bytes]:
     """The body of `GET target` at the unix socket `socket_path`, in pieces of `chunk_size`
     bytes (the last may be shorter). The request is sent on the first `next()`."""
@@ -100,7 +106,7 @@ class Request:
             self.sock.close()
             raise
 
-    def body(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def body(self, chunk_size: int = PIECE) -> Iterator[bytes]:
         """The reply's body; HTTPStatusError unless it is a 200. The socket is closed when the
         body ends, fails or is dropped."""
         try:
