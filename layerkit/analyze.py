@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .archive import SavedImage, gc_paused
 from .divecompat import DiveFigures, dive_figures
-from .fsview import Cause, View, is_opaque_marker, replay, whiteout_target
+from .fsview import WHITEOUT_PREFIX, Cause, View, is_opaque_marker, replay, whiteout_target
 
 if TYPE_CHECKING:
     from .lint import Finding, LintReport
@@ -151,10 +151,11 @@ def _by_size(item: WastedPath) -> tuple[int, str]:
 def _wasted(view: View) -> list[WastedPath]:
     """Every reclaimable file version; their sizes add up to `reclaimable_bytes`."""
     found = []
+    live = view.live_inodes
     for layer, entries in enumerate(view.layers):
-        for i, entry in enumerate(entries):
-            hidden = view.fates[layer][i]
-            if hidden is not None and view.reclaimable(layer, i):
+        for entry, hidden in zip(entries, view.fates[layer], strict=True):
+            # View.reclaimable, inline: a hidden regular file whose inode no visible path uses
+            if hidden is not None and entry.kind == "file" and (layer, entry.path) not in live:
                 found.append(WastedPath(entry.path, entry.size, layer, hidden.by_layer,
                                         hidden.cause))
     return found
@@ -164,8 +165,10 @@ def _junk(view: View) -> tuple[JunkItem, ...]:
     groups: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
     counted: set[tuple[int, str]] = set()
     for path, node in view.final.items():
+        if node.kind != "file":
+            continue
         match = _JUNK.fullmatch(path)
-        if node.kind != "file" or match is None or node.inode in counted:
+        if match is None or node.inode in counted:
             continue
         counted.add(node.inode)
         category = (match.lastgroup or "").replace("_", "-")
@@ -209,14 +212,15 @@ def _changes(view: View) -> list[tuple[int, int, int]]:
     result = []
     for layer, entries in enumerate(view.layers):
         own = [e.path for e in entries if _is_file_like(e.path, e.kind)]
-        modified = sum(1 for path in own if path in replaced[layer])
+        modified = sum(map(replaced[layer].__contains__, own))
         result.append((len(own) - modified, modified, removed[layer]))
     return result
 
 
 def _is_file_like(path: str, kind: str) -> bool:
     """Not a directory, a whiteout or an opaque marker."""
-    return kind != "dir" and not is_opaque_marker(path) and whiteout_target(path) is None
+    return kind != "dir" and (WHITEOUT_PREFIX not in path or (
+        not is_opaque_marker(path) and whiteout_target(path) is None))
 
 
 def _attach(image: SavedImage, lint: LintReport) -> dict[int, tuple[Finding, ...]]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .archive import Entry
-from .fsview import is_opaque_marker, whiteout_target
+from .fsview import WHITEOUT_PREFIX, is_opaque_marker, whiteout_target
 
 __all__ = ["DiveFigures", "dive_figures"]
 
@@ -40,50 +40,81 @@ _Score = list[int]
 
 
 class _Stack:
-    """dive's stacked tree: path -> (is_dir, size), with children for subtree sums."""
+    """dive's stacked tree: path -> (is_dir, size), with children for subtree sums. The
+    children index is built at the first whiteout that meets the stack, and kept from then on:
+    most images delete little, and indexing every added path was a third of dive's figures."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, tuple[bool, int]] = {}
-        self.children: dict[str, set[str]] = {}
+        self.children: dict[str, set[str]] | None = None
+
+    def stack(self, tree: dict[str, tuple[bool, int, bool]]) -> None:
+        """A layer's tree on top: its whiteouts remove, its other paths add or replace."""
+        nodes = self.nodes
+        for path, (is_dir, size, whiteout) in tree.items():
+            if whiteout:
+                self.remove(path)
+            elif self.children is None:
+                nodes[path] = (is_dir, size)
+            else:
+                self.add(path, is_dir, size)
 
     def add(self, path: str, is_dir: bool, size: int) -> None:
+        children = self._children()
         if path not in self.nodes:
             parent = path.rpartition("/")[0]
-            self.children.setdefault(parent, set()).add(path)
+            children.setdefault(parent, set()).add(path)
         self.nodes[path] = (is_dir, size)
 
     def remove(self, path: str) -> None:
         if path not in self.nodes:
             return
-        for child in list(self.children.get(path, ())):
+        children = self._children()
+        for child in list(children.get(path, ())):
             self.remove(child)
-        self.children.pop(path, None)
+        children.pop(path, None)
         del self.nodes[path]
-        self.children[path.rpartition("/")[0]].discard(path)
+        children[path.rpartition("/")[0]].discard(path)
 
     def subtree_size(self, path: str) -> int:
+        children = self._children()
         total, todo = 0, [path]
         while todo:
             here = todo.pop()
             total += self.nodes.get(here, (False, 0))[1]
-            todo.extend(self.children.get(here, ()))
+            todo.extend(children.get(here, ()))
         return total
 
+    def _children(self) -> dict[str, set[str]]:
+        if self.children is None:
+            self.children = {}
+            for path in self.nodes:
+                self.children.setdefault(path.rpartition("/")[0], set()).add(path)
+        return self.children
 
-def _layer_tree(entries: Sequence[Entry]) -> dict[str, tuple[bool, int, bool]]:
-    """A layer as dive sees it: path -> (is_dir, size, whiteout), implicit parents included."""
+
+def _layer_tree(entries: Sequence[Entry]) -> tuple[dict[str, tuple[bool, int, bool]], set[str]]:
+    """A layer as dive sees it: path -> (is_dir, size, whiteout), implicit parents included;
+    and the paths that have children there (the others are its leaves)."""
     tree: dict[str, tuple[bool, int, bool]] = {}
+    parents: set[str] = set()
     for entry in entries:
-        if is_opaque_marker(entry.path):
-            continue
-        target = whiteout_target(entry.path)
-        path = target or entry.path
+        path = entry.path
+        whiteout = False
+        if WHITEOUT_PREFIX in path:  # the rare case: a marker
+            if is_opaque_marker(path):
+                continue
+            target = whiteout_target(path)
+            if target is not None:
+                path, whiteout = target, True
         parent = path.rpartition("/")[0]
+        parents.add(parent)
         while parent and parent not in tree:  # dive adds missing parents with empty metadata
             tree[parent] = (False, 0, False)
             parent = parent.rpartition("/")[0]
-        tree[path] = (entry.kind == "dir", entry.size, target is not None)
-    return tree
+            parents.add(parent)
+        tree[path] = (entry.kind == "dir", entry.size, whiteout)
+    return tree, parents
 
 
 def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
@@ -91,8 +122,7 @@ def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
     stack = _Stack()
     sizes = [sum(e.size for e in entries) for entries in layers]
     for index, entries in enumerate(layers):
-        tree = _layer_tree(entries)
-        parents = {path.rpartition("/")[0] for path in tree}
+        tree, parents = _layer_tree(entries)
         for path, (_, size, whiteout) in tree.items():
             if path in parents:
                 continue  # not a leaf
@@ -108,11 +138,7 @@ def dive_figures(layers: Sequence[Sequence[Entry]]) -> DiveFigures:
                 score[2] = min(score[2], size)
         if index == len(layers) - 1:
             break  # the stack is for later layers' whiteouts: there are none
-        for path, (is_dir, size, whiteout) in tree.items():
-            if whiteout:
-                stack.remove(path)
-            else:
-                stack.add(path, is_dir, size)
+        stack.stack(tree)
     return _figures(scores, sizes)
 
 

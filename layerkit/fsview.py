@@ -151,7 +151,9 @@ class Hider:
         fates = [self._fate(e, targets, above) for e in entries]  # fixed until _remember)
         at: dict[str, int] = {}
         for i, entry in enumerate(entries):  # within a tar, a later entry replaces an earlier one
-            path = marked_path(entry)
+            path = entry.path
+            if WHITEOUT_PREFIX in path:  # marked_path, inline
+                path = whiteout_target(path) or path
             earlier = at.get(path)
             # ...except a directory after a whiteout of its path (`.wh.d`, `d/`, as kaniko writes
             # a re-created directory): as across layers (`_fate`), the whiteout still hides the
@@ -173,7 +175,9 @@ class Hider:
 
     def _fate(self, entry: Entry, targets: dict[str, Entry],
               above: dict[str, Hidden | None]) -> Hidden | None:
-        path = marked_path(entry)
+        path = entry.path
+        if WHITEOUT_PREFIX in path:  # marked_path, inline: this runs once per entry
+            path = whiteout_target(path) or path
         best = self._mark_above(path, above) if self._marks else None
         seen = self._seen.get(path)
         if seen is not None and seen.entry.kind == "dir" and path != entry.path:
@@ -270,14 +274,23 @@ class View:
         for layer, entries in enumerate(self.layers):
             targets = link_targets(entries)
             for entry, fate in zip(entries, self.fates[layer], strict=True):
-                if fate is None and (WHITEOUT_PREFIX not in entry.path or (
-                        marked_path(entry) == entry.path and not is_opaque_marker(entry.path))):
-                    tree[entry.path] = _node(layer, entry, targets)
+                if fate is not None:
+                    continue
+                path, kind, size, mode, uid, gid, link, _, digest = entry
+                if WHITEOUT_PREFIX in path and (
+                        marked_path(entry) != path or is_opaque_marker(path)):
+                    continue
+                if kind == "hardlink":
+                    tree[path] = _node(layer, entry, targets)
+                else:  # _node's other case, inline: most paths of an image take it
+                    tree[path] = Node(path, kind, mode, uid, gid, size,
+                                      link if kind == "symlink" else "", digest, layer, path)
         return tree
 
     @cached_property
     def live_inodes(self) -> frozenset[tuple[int, str]]:
-        return frozenset(node.inode for node in self.final.values() if node.kind == "file")
+        return frozenset((node.layer, node.data_path) for node in self.final.values()
+                         if node.kind == "file")
 
     @cached_property
     def final_bytes(self) -> int:

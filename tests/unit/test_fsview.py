@@ -22,6 +22,7 @@ from tests.imagetar import (
     symlink,
     whiteout,
 )
+from tests.randomlayers import random_layers
 
 
 def view(*layers: list[Member], hashed: bool = True) -> View:
@@ -219,33 +220,10 @@ class _WalkingHider(Hider):
         return best
 
 
-def _random_layers(rng: random.Random) -> list[list[Entry]]:
-    names = ["a", "b", "a/x", "a/y", "a/x/f", "a/x/g", "b/z", "a/x/h/i", "c"]
-    layers = []
-    for _ in range(rng.randint(1, 5)):
-        entries = []
-        for _ in range(rng.randint(0, 8)):
-            path = rng.choice(names)
-            head, _, name = path.rpartition("/")
-            form = rng.random()
-            if form < 0.2:  # a whiteout of the path
-                entries.append(Entry(f"{head}/.wh.{name}".lstrip("/"), "file", 0, 0, 0, 0))
-            elif form < 0.3:  # an opaque marker in it
-                entries.append(Entry(f"{path}/.wh..wh..opq", "file", 0, 0, 0, 0))
-            elif form < 0.6:
-                entries.append(Entry(path, "dir", 0, 0o755, 0, 0))
-            else:
-                kind = rng.choice(["file", "file", "symlink"])
-                entries.append(Entry(path, kind, rng.choice([0, 3, 5]) if kind == "file" else 0,
-                                     rng.choice([0o644, 0o600]), 0, 0))
-        layers.append(entries)
-    return layers
-
-
 def test_memoised_marks_agree_with_walking_every_ancestor() -> None:
     rng = random.Random(20261202)
     for _ in range(3000):
-        layers = _random_layers(rng)
+        layers = random_layers(rng)
         fast, walking = Hider(), _WalkingHider()
         for index in range(len(layers) - 1, -1, -1):
             assert fast.feed(index, layers[index]) == walking.feed(index, layers[index]), layers
