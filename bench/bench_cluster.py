@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from layerkit import cluster
+from layerkit import cluster, clusterview
 from layerkit.engine import (
     Container,
     DockerClient,
@@ -112,7 +112,8 @@ def _removed_after(client: DockerClient, name: str, hostname: str, since: float)
     """Seconds from `since` to the first reload whose backends no longer hold `hostname`."""
     for _ in range(40):
         for record in _reloads_since(client, name, since):
-            names = [str(b) for b in record.get("backends") or []]
+            backends = record.get("backends")
+            names = [str(b) for b in backends] if isinstance(backends, list) else []
             if not any(b.startswith(f"{hostname}-") for b in names):
                 return float(str(record["ts"])) - since
         time.sleep(0.25)
@@ -140,7 +141,7 @@ def _kills(client: DockerClient, name: str, url: str, samples: int,
 
 
 def _in_rotation(client: DockerClient, name: str, ip: str) -> bool:
-    view = cluster.lb_view(_lb(client, name))
+    view = clusterview.lb_view(_lb(client, name))
     return view is None or any(s.address.startswith(f"{ip}:") and s.status.startswith("UP")
                                for s in view.servers)
 

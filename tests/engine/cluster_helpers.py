@@ -118,7 +118,8 @@ class LoadLoop:
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             time.sleep(self.interval)
         if conn is not None:
