@@ -188,14 +188,15 @@ def _compare(title: str, tag: str, workdir: Path, repeat: int, dive_factor: floa
     return "\n".join(lines) + "\n"
 
 
-# two-sided 95% points of Student's t by degrees of freedom (a normal 1.96 beyond 30)
+# two-sided 95% points of Student's t by degrees of freedom; between and beyond the listed
+# ones the next smaller listed (a wider interval: 2.04 from 30 on, the normal's is 1.96)
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
         10: 2.23, 11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11,
         18: 2.10, 19: 2.09, 20: 2.09, 25: 2.06, 30: 2.04}
 
 
 def _paired(ours: list[float], dives: list[float | None]) -> str:
-    """Round by round, analyze minus dive (each round ran both, back to back): the mean
+    """Round by round, analyze minus dive (each round ran both, minutes apart at most): the mean
     difference with its 95% confidence interval, and how many rounds each was faster in. Best
     times alone flip between runs when the two are this close; this says whether a difference
     is there at all."""

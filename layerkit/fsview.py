@@ -276,13 +276,13 @@ class View:
             for entry, fate in zip(entries, self.fates[layer], strict=True):
                 if fate is not None:
                     continue
-                path, kind, size, mode, uid, gid, link, _, digest = entry
+                path, kind, size, mode, uid, gid, link, _, digest = entry  # Entry's fields
                 if WHITEOUT_PREFIX in path and (
                         marked_path(entry) != path or is_opaque_marker(path)):
                     continue
                 if kind == "hardlink":
                     tree[path] = _node(layer, entry, targets)
-                else:  # _node's other case, inline: most paths of an image take it
+                else:  # _node's other case, inline (keep the two alike): most paths take it
                     tree[path] = Node(path, kind, mode, uid, gid, size,
                                       link if kind == "symlink" else "", digest, layer, path)
         return tree

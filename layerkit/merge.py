@@ -101,9 +101,27 @@ def plan_merge(layers: Sequence[Sequence[Entry]], start: int) -> MergePlan:
             opq = f"{path}/{OPAQUE_MARKER}"
             markers.setdefault(opq, Entry(opq, "file", 0, 0o644, directory.uid, directory.gid,
                                           "", directory.mtime))
+    _drop_under_opaque(markers)
     conversions = tuple(c for i in sorted(visible) for c in _conversions(i, layers[i], keep[i]))
     return MergePlan(start, tuple(frozenset(keep[i]) for i in sorted(keep)),
                      tuple(markers[p] for p in sorted(markers)), conversions, dropped)
+
+
+def _drop_under_opaque(markers: dict[str, Entry]) -> None:
+    """Under a directory the new layer makes opaque nothing of the kept layers shows, so a
+    whiteout there, or an opaque marker deeper down, would hide nothing more: drop them."""
+    opaque = {posixpath.dirname(path) for path in markers if is_opaque_marker(path)}
+    if not opaque:
+        return
+    for path in list(markers):
+        scope = posixpath.dirname(path)  # what a whiteout hides lies in its directory
+        if is_opaque_marker(path):
+            scope = posixpath.dirname(scope)  # an opaque marker's own directory does not count
+        while scope:
+            if scope in opaque:
+                del markers[path]
+                break
+            scope = posixpath.dirname(scope)
 
 
 def _paths_below(layers: Sequence[Sequence[Entry]]) -> frozenset[str]:

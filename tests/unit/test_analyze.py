@@ -155,6 +155,11 @@ SCENARIOS = {
     "rewritten-thrice": [layer(file("x", 10)), layer(file("x", 30)), layer(file("x", 20))],
     "non-dir-over-dir": [layer(directory("d"), file("d/f", 9)), layer(file("d", 1))],
     "implicit-parents": [layer(file("a/b/c", 5)), layer(file("a/b/c", 6), file("a/z", 1))],
+    # distinct layers: dive scores a layer that repeats an earlier one as empty
+    "file-over-dir-deleted": [layer(directory("d"), file("d/f", 7)), layer(file("d", 1)),
+                              layer(whiteout("d")), layer(directory("d", mode=0o700),
+                                                          file("d/f", 7)),
+                              layer(whiteout("d"), file("e", 2))],
 }
 
 

@@ -106,6 +106,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     """`start` sends its request with `socket` alone; `-S` keeps site's .pth files (an editable
     install's imports re) out of the picture, as a regular install's would be."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.settimeout(10)  # a request never sent fails the test instead of hanging it
     path = str(tmp_path / "engine.sock")
     server.bind(path)
     server.listen(1)
@@ -116,9 +117,9 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     root = Path(entry.__file__).parent.parent
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                           timeout=60, check=True, env={"PYTHONPATH": str(root)})
+    assert done.stdout.split() == ["True"]
     with server, server.accept()[0] as conn:
         assert conn.recv(1024).startswith(b"GET /images/a:1/get HTTP/1.0\r\n")
-    assert done.stdout.split() == ["True"]
 
 
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ and partial squashes. Each squash is checked against the source's merged tree (f
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 
 import pytest
@@ -313,3 +314,50 @@ def test_cost_is_linear_in_entries() -> None:
     image, new, _ = squash(saved([directory("d")], many, rewritten), 1)
     assert result_matches(image, 1, new)
     assert len(names(new)) == 3000
+
+
+def _random_stack(rng: random.Random) -> list[list[Member]]:
+    """Layers over a few overlapping paths, every marker form, files, directories, links."""
+    names = ["a", "b", "a/x", "a/y", "a/x/f", "a/x/g", "b/z", "a/x/h/i", "c"]
+    stack = []
+    for _ in range(rng.randint(2, 5)):
+        members = []
+        for _ in range(rng.randint(0, 7)):
+            path = rng.choice(names)
+            form = rng.random()
+            if form < 0.2:
+                members.append(whiteout(path))
+            elif form < 0.3:
+                members.append(opaque(path))
+            elif form < 0.6:
+                members.append(directory(path, mode=rng.choice([0o755, 0o700])))
+            elif form < 0.7:
+                members.append(symlink(path, rng.choice(names)))
+            else:
+                members.append(file(path, rng.choice([b"", b"one", b"two"]),
+                                    mode=rng.choice([0o644, 0o600])))
+        stack.append(members)
+    return stack
+
+
+def test_random_stacks_squash_to_the_same_tree_with_no_redundant_marker() -> None:
+    """Any range squashed over the kept layers below gives the source's merged tree; and no
+    marker lies under a directory the new layer makes opaque (it would hide nothing more)."""
+    rng = random.Random(20261202)
+    opaque_dirs_seen = 0
+    for _ in range(1500):
+        stack = _random_stack(rng)
+        start = rng.randrange(len(stack))
+        archive = saved(*stack)
+        image, new, plan = squash(archive, start)
+        assert result_matches(image, start, new), (stack, start)
+        markers = [m.path for m in plan.markers]
+        opaque_dirs = {m.rpartition("/")[0] for m in markers if m.endswith("/.wh..wh..opq")}
+        opaque_dirs_seen += bool(opaque_dirs)
+        for path in markers:
+            parent = path.rpartition("/")[0]
+            above = parent.rpartition("/")[0] if path.endswith(".wh..wh..opq") else parent
+            while above:
+                assert above not in opaque_dirs, (stack, start, markers)
+                above = above.rpartition("/")[0]
+    assert opaque_dirs_seen > 100
