@@ -55,7 +55,9 @@ from .errors import ClusterError, EngineError, NotFound, UsageError
 
 PROJECT_LABEL = "org.layerkit.project"
 ROLE_LABEL = "org.layerkit.role"
-BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"  # on the network, for restores
+# on the network, for `scale` and restores: what `up` was told
+BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"
+FORGET_LABEL = "org.layerkit.serf-forget"
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
@@ -73,6 +75,7 @@ class ClusterOptions:
     stats_port: int = 0
     lb_image: str = f"layerkit/haproxy:{__version__}"
     web_image: str = f"layerkit/webapp:{__version__}"
+    forget_after: int = 120  # seconds until Serf forgets a failed or left member (+ up to 15 s)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ def validate_options(opts: ClusterOptions) -> None:
     for flag, port in (("--port", opts.port), ("--stats-port", opts.stats_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
+    if not 0 < opts.forget_after <= 7 * 86400:
+        raise UsageError(f"forget_after {opts.forget_after} must be 1 to 604800 seconds")
 
 
 def validate_name(name: str) -> None:
@@ -153,7 +158,8 @@ def _web_spec(opts: ClusterOptions) -> ContainerSpec:
         hostname=f"{opts.name}-web-{suffix}", network=network_name(opts.name),
         aliases=("web",), labels=labels(opts.name, "web"), ports={},
         env={"LAYERKIT_JOIN": "lb", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH})
+             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
+             "LAYERKIT_SERF_FORGET": str(opts.forget_after)})
 
 
 def _lb_spec(opts: ClusterOptions) -> ContainerSpec:
@@ -161,7 +167,8 @@ def _lb_spec(opts: ClusterOptions) -> ContainerSpec:
         image=opts.lb_image, name=f"layerkit-{opts.name}-lb", hostname=f"{opts.name}-lb",
         network=network_name(opts.name), aliases=("lb",), labels=labels(opts.name, "lb"),
         env={"LAYERKIT_JOIN": "web", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH},
+             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
+             "LAYERKIT_SERF_FORGET": str(opts.forget_after)},
         # the stats page is for this host only, whatever --bind says
         ports={HTTP_PORT: (opts.bind, opts.port or None),
                STATS_PORT: ("127.0.0.1", opts.stats_port or None)})
@@ -256,7 +263,8 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     made = new_secrets()
     try:
         create_network(client, network_name(opts.name), {
-            **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port)})
+            **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port),
+            FORGET_LABEL: str(opts.forget_after)})
         on_progress("load balancer")
         lb = _launch(client, _lb_spec(opts), _lb_files(made))
         on_progress(f"{scale} web apps")
@@ -281,7 +289,7 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     """Exactly `n` running web apps: idempotent; replaces what was removed or stopped."""
     validate_name(name)
     validate_scale(n)
-    opts = opts or ClusterOptions(name=name)
+    opts = opts or _saved_options(client, name)
     started = time.monotonic()
     every = _containers(client, name)
     if not every:
@@ -325,12 +333,20 @@ def _restore_lb(client: DockerClient, name: str, every: list[Container], keyring
         if not _running(lbs[0]):
             start_container(lbs[0])
         return
+    opts = _saved_options(client, name)
+    _launch(client, _lb_spec(opts), _lb_files(Secrets(keyring, secrets.token_urlsafe(18))))
+
+
+def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
+    """The options `up` kept in the network's labels; defaults for any it did not keep."""
     nets = labelled_networks(client, labels(name, "network"))
     where = nets[0].attrs.get("Labels") or {} if nets else {}
     port = str(where.get(PORT_LABEL, ""))
-    opts = ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
-                          port=int(port) if port.isdigit() else 0)
-    _launch(client, _lb_spec(opts), _lb_files(Secrets(keyring, secrets.token_urlsafe(18))))
+    forget = str(where.get(FORGET_LABEL, ""))
+    return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
+                          port=int(port) if port.isdigit() else 0,
+                          forget_after=int(forget) if forget.isdigit() and int(forget)
+                          else ClusterOptions.forget_after)
 
 
 def down(client: DockerClient, name: str) -> DownResult:

@@ -6,6 +6,7 @@ Everything comes from the environment the container was started with:
   LAYERKIT_CLUSTER   the cluster's name, kept as a tag
   LAYERKIT_SERF_KEYRING  path of the cluster's gossip keyring file (handed in at start, not baked)
   LAYERKIT_SERF_HANDLER  event handler command line (the load balancer sets it)
+  LAYERKIT_SERF_FORGET   seconds after which failed and left members are forgotten (default 120)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 CONFIG_PATH = Path("/run/layerkit/serf.json")
 SERF_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 KEY_BYTES = 32  # Debian's serf 0.9.4 takes AES-256 keys only
+FORGET_SECONDS = 120
 
 
 class KeyringError(ValueError):
@@ -60,6 +62,9 @@ def check_keyring(path: Path) -> None:
 
 def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
     role = env.get("LAYERKIT_ROLE", "none")
+    forget = env.get("LAYERKIT_SERF_FORGET", "").strip() or str(FORGET_SECONDS)
+    if not (forget.isascii() and forget.isdigit() and 0 < int(forget) <= 7 * 86400):
+        raise ValueError(f"LAYERKIT_SERF_FORGET must be whole seconds, 1 to 604800: {forget!r}")
     tags = {"role": role}
     if env.get("LAYERKIT_CLUSTER"):
         tags["cluster"] = env["LAYERKIT_CLUSTER"]
@@ -71,11 +76,12 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
         "rpc_addr": "127.0.0.1:7373",
         "tags": tags,
         "log_level": env.get("LAYERKIT_SERF_LOG_LEVEL", "warn"),
-        # A stopped container leaves instead of failing; gone members are forgotten in minutes.
+        # A stopped container leaves instead of failing; gone members are forgotten in minutes
+        # (Serf reaps every 15 s: a member goes up to that long after its time is up).
         "leave_on_terminate": True,
         "skip_leave_on_interrupt": False,
-        "reconnect_timeout": "2m",
-        "tombstone_timeout": "2m",
+        "reconnect_timeout": f"{forget}s",
+        "tombstone_timeout": f"{forget}s",
         "retry_interval": "1s",
     }
     joins = [h.strip() for h in env.get("LAYERKIT_JOIN", "").split(",") if h.strip()]
@@ -110,7 +116,11 @@ def main() -> None:
             # s6 restarts the service a second later: the key may still be on its way
             print(f"serfagent: {exc}; not starting without it", file=sys.stderr, flush=True)
             sys.exit(1)
-    config = agent_config(os.environ, socket.gethostname())
+    try:
+        config = agent_config(os.environ, socket.gethostname())
+    except ValueError as exc:
+        print(f"serfagent: {exc}; not starting", file=sys.stderr, flush=True)
+        sys.exit(1)
     CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
     CONFIG_PATH.write_text(json.dumps(config, indent=2))
     sys.stdout.flush()

@@ -153,3 +153,32 @@ def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: Docke
     finally:
         for name in names:
             cluster.down(docker_client, name)
+
+
+def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
+                                               cluster_name: str) -> None:
+    """A killed app (failed: no leave) and a stopped one (left) stop being listed once the
+    cluster's forget time has passed (plus Serf's 15 s reap period); the others stay."""
+    opts = cluster.ClusterOptions(name=cluster_name, port=0, forget_after=3)
+    assert cluster.up(docker_client, opts, 3).ready
+    webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
+    killed, stopped, kept = webs
+    names = {c.id: exec_in(c, ["hostname"])[1].strip() for c in webs}
+    killed.kill()
+    stopped.stop(timeout=10)
+
+    def listed(container: Container) -> bool:
+        return any(m.startswith(f"{names[container.id]}-")
+                   for m in _members(docker_client, cluster_name))
+
+    assert listed(kept)
+    assert wait_until(lambda: not listed(killed) and not listed(stopped), timeout=60)
+    assert listed(kept)
+    assert len(backends(url_of(docker_client, cluster_name), 10)) == 1
+    # `scale` makes new apps with the setting `up` was given (kept in the network's labels)
+    assert cluster.scale(docker_client, cluster_name, 4).ready
+    now = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
+    assert {c.id for c in now} - {c.id for c in webs}
+    for container in now:
+        container.reload()
+        assert "LAYERKIT_SERF_FORGET=3" in container.attrs["Config"]["Env"]

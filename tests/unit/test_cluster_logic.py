@@ -58,7 +58,8 @@ def test_bad_cluster_names(name: str) -> None:
 
 @pytest.mark.parametrize("opts", [
     cluster.ClusterOptions(bind="localhost"), cluster.ClusterOptions(port=70000),
-    cluster.ClusterOptions(stats_port=-1)])
+    cluster.ClusterOptions(stats_port=-1), cluster.ClusterOptions(forget_after=0),
+    cluster.ClusterOptions(forget_after=7 * 86400 + 1)])
 def test_bad_options(opts: cluster.ClusterOptions) -> None:
     with pytest.raises(UsageError):
         cluster.validate_options(opts)

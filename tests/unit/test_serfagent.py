@@ -33,8 +33,16 @@ def test_web_config_joins_retries_and_forgets_fast() -> None:
     assert config["retry_join"] == ["lb", "web"]
     assert config["keyring_file"] == "/etc/layerkit/serf-keyring.json"
     assert config["leave_on_terminate"] is True
-    assert config["reconnect_timeout"] == config["tombstone_timeout"] == "2m"
+    assert config["reconnect_timeout"] == config["tombstone_timeout"] == "120s"
     assert "event_handlers" not in config
+
+
+def test_how_soon_gone_members_are_forgotten_is_whole_seconds_only() -> None:
+    config = agent_config({"LAYERKIT_SERF_FORGET": "5"}, "web-1")
+    assert config["reconnect_timeout"] == config["tombstone_timeout"] == "5s"
+    for bad in ("0", "-5", "5s", "1e3", "\u0665", "604801", "5\n\"evil\": 1"):
+        with pytest.raises(ValueError, match="LAYERKIT_SERF_FORGET"):
+            agent_config({"LAYERKIT_SERF_FORGET": bad}, "web-1")
 
 
 def test_lb_config_has_the_handler() -> None:
