@@ -27,6 +27,7 @@ from tests.imagetar import (
     symlink,
     whiteout,
 )
+from tests.randomlayers import Form, random_forms
 
 
 def saved(*layers: list[Member], oci: bool = False, compression: tuple[str, ...] = ()) -> bytes:
@@ -316,28 +317,16 @@ def test_cost_is_linear_in_entries() -> None:
     assert len(names(new)) == 3000
 
 
-def _random_stack(rng: random.Random) -> list[list[Member]]:
-    """Layers over a few overlapping paths, every marker form, files, directories, links."""
-    names = ["a", "b", "a/x", "a/y", "a/x/f", "a/x/g", "b/z", "a/x/h/i", "c"]
-    stack = []
-    for _ in range(rng.randint(2, 5)):
-        members = []
-        for _ in range(rng.randint(0, 7)):
-            path = rng.choice(names)
-            form = rng.random()
-            if form < 0.2:
-                members.append(whiteout(path))
-            elif form < 0.3:
-                members.append(opaque(path))
-            elif form < 0.6:
-                members.append(directory(path, mode=rng.choice([0o755, 0o700])))
-            elif form < 0.7:
-                members.append(symlink(path, rng.choice(names)))
-            else:
-                members.append(file(path, rng.choice([b"", b"one", b"two"]),
-                                    mode=rng.choice([0o644, 0o600])))
-        stack.append(members)
-    return stack
+def _member(form: Form) -> Member:
+    if form.kind == "whiteout":
+        return whiteout(form.path)
+    if form.kind == "opaque":
+        return opaque(form.path)
+    if form.kind == "dir":
+        return directory(form.path, mode=form.mode)
+    if form.kind == "symlink":
+        return symlink(form.path, form.link)
+    return file(form.path, (form.fill * form.size).encode(), mode=form.mode)
 
 
 def test_random_stacks_squash_to_the_same_tree_with_no_redundant_marker() -> None:
@@ -346,7 +335,7 @@ def test_random_stacks_squash_to_the_same_tree_with_no_redundant_marker() -> Non
     rng = random.Random(20261202)
     opaque_dirs_seen = 0
     for _ in range(1500):
-        stack = _random_stack(rng)
+        stack = [[_member(f) for f in forms] for forms in random_forms(rng, min_layers=2)]
         start = rng.randrange(len(stack))
         archive = saved(*stack)
         image, new, plan = squash(archive, start)
