@@ -127,7 +127,8 @@ def analyze(images: Sequence[SavedImage], *, top: int = 20,
 def analyze_image(image: SavedImage, *, top: int = 20,
                   lint: LintReport | None = None) -> ImageReport:
     # dive's figures first: their working state is freed before the replay builds its own
-    dive = dive_figures([layer.entries for layer in image.layers])
+    # dive 0.13 reads a layer stored as a link (a repeat, in a legacy archive) as empty
+    dive = dive_figures([() if layer.repeat_link else layer.entries for layer in image.layers])
     view = replay([layer.entries for layer in image.layers])
     wasted = _wasted(view)
     junk = _junk(view)

@@ -125,6 +125,8 @@ class Layer:
     entries: tuple[Entry, ...]
     created_by: str
     history_index: int | None    # position in `SavedImage.history`
+    repeat_link: bool = False    # stored as a link, repeating an earlier layer of this image
+                                 # (how a legacy `docker save` stores a repeated layer)
 
     @property
     def content_bytes(self) -> int:
@@ -390,19 +392,23 @@ def _image(found: _Pass, refs: tuple[str, ...], config_digest: str, config: dict
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
     history, steps = _history(config.get("history") or [], len(members))
     layers = []
+    named: set[str] = set()  # the members this image's layers resolved to so far
     for index, member in enumerate(members):
-        blob = _layer_blob(found, member)
+        stored, blob = _layer_blob(found, member)
+        repeat = stored in named
+        named.add(stored)
         step = steps[index] if index < len(steps) else None
         layers.append(Layer(
             index=index, digest=diff_ids[index] if index < len(diff_ids) else "",
             member=member, compression=blob.compression, stored_size=blob.stored_size,
             data_offset=blob.data_offset, entries=blob.entries,
             created_by=history[step].created_by if step is not None else "",
-            history_index=step))
+            history_index=step, repeat_link=repeat and member in found.aliases))
     return SavedImage(refs, config_digest, config, tuple(layers), tuple(history))
 
 
-def _layer_blob(found: _Pass, member: str) -> _Blob:
+def _layer_blob(found: _Pass, member: str) -> tuple[str, _Blob]:
+    """The member that holds `member`'s data (through links) and its blob."""
     seen = set()
     while member in found.aliases and member not in seen:
         seen.add(member)
@@ -412,7 +418,7 @@ def _layer_blob(found: _Pass, member: str) -> _Blob:
     if member not in found.blobs:
         raise MissingLayer(f"archive: layer {member} is named by the manifest but not in the "
                            "archive")
-    return found.blobs[member]
+    return member, found.blobs[member]
 
 
 def _history(raw: list[dict[str, Any]], n_layers: int) -> tuple[list[HistoryItem], list[int]]:

