@@ -242,7 +242,7 @@ def _remove_leftovers(client: DockerClient, containers: set[str]) -> None:
     client.close()
     if not containers:
         return
-    fresh = connect(timeout=30)
+    fresh = connect(timeout=10)  # bounded: a busy engine must not keep Ctrl-C waiting long
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with engine_errors("cleaning up after an interrupted build"):

@@ -178,8 +178,9 @@ def test_interrupted_build_leaves_no_containers(docker_client: DockerClient,
     marker = uuid.uuid4().hex
     script = tmp_path / "slow_build.py"
     script.write_text(f"""
-import sys
+import faulthandler, signal, sys
 from pathlib import Path
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks where it hangs
 from layerkit.build import build_one
 from layerkit.dockerfile import Generated
 from layerkit.engine import connect
@@ -202,7 +203,13 @@ build_one(connect(), spec, Generated(text, ()), version="interrupted", tag_lates
                 break
             assert time.monotonic() < deadline, "the slow step never started"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=40) != 0
+        try:
+            code = proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:  # seen once in CI: show where it hangs, then fail
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            raise
+        assert code != 0
     finally:
         proc.kill()
     leftovers = [c for c in docker_client.containers.list(all=True)
