@@ -28,6 +28,9 @@ def up_cmd(
     = 8080,
     stats_port: Annotated[int, typer.Option(
         "--stats-port", help="Host port of the stats page, always on 127.0.0.1 (0: any).")] = 0,
+    forget_after: Annotated[int, typer.Option(
+        "--forget-after", help="Seconds until a crashed or removed member is no longer listed "
+        "(Serf reaps every 15 s; `scale` keeps this).")] = 120,
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
@@ -36,7 +39,8 @@ def up_cmd(
     from . import cluster, report
     from .engine import connect
 
-    opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port)
+    opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
+                                  forget_after=forget_after)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)

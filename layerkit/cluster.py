@@ -122,7 +122,7 @@ def validate_options(opts: ClusterOptions) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
     if not 0 < opts.forget_after <= 7 * 86400:
-        raise UsageError(f"forget_after {opts.forget_after} must be 1 to 604800 seconds")
+        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to 604800 seconds")
 
 
 def validate_name(name: str) -> None:

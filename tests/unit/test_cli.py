@@ -86,3 +86,12 @@ def test_bad_base_reference_exit_2() -> None:
     result = runner.invoke(app, ["build", "--images", str(ROOT / "images"), "--base", "Bad!"])
     assert result.exit_code == 2
     assert "not an image reference" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "604801"])
+def test_up_refuses_a_forget_time_out_of_range_before_asking_the_engine(value: str) -> None:
+    result = runner.invoke(app, ["up", "--forget-after", value],
+                           env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == [
+        f"error: --forget-after {value} must be 1 to 604800 seconds"]
