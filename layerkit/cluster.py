@@ -61,6 +61,7 @@ FORGET_LABEL = "org.layerkit.serf-forget"
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
+MAX_FORGET = 7 * 86400  # seconds; the agent (agent/serfagent.py) takes no more
 PARALLEL = 4  # engine calls at once: enough to overlap, few enough for two cores
 HANDLER = ["python3", "-m", "layerkit.agent.handler"]
 HOLD_SECONDS = 20
@@ -121,8 +122,8 @@ def validate_options(opts: ClusterOptions) -> None:
     for flag, port in (("--port", opts.port), ("--stats-port", opts.stats_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
-    if not 0 < opts.forget_after <= 7 * 86400:
-        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to 604800 seconds")
+    if not 0 < opts.forget_after <= MAX_FORGET:
+        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to {MAX_FORGET} seconds")
 
 
 def validate_name(name: str) -> None:
@@ -343,9 +344,10 @@ def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
     where = nets[0].attrs.get("Labels") or {} if nets else {}
     port = str(where.get(PORT_LABEL, ""))
     forget = str(where.get(FORGET_LABEL, ""))
+    seconds = int(forget) if forget.isascii() and forget.isdigit() else 0
     return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
                           port=int(port) if port.isdigit() else 0,
-                          forget_after=int(forget) if forget.isdigit() and int(forget)
+                          forget_after=seconds if 0 < seconds <= MAX_FORGET
                           else ClusterOptions.forget_after)
 
 
