@@ -159,10 +159,17 @@ def padded(size: int) -> int:
 
 def ustar_name(block: bytes) -> str:
     """The name field of a header block, with the ustar prefix when there is one."""
-    name = parse_text(block[0:100])
-    if block[257:263] == _USTAR and block[345] != 0:
-        name = f"{parse_text(block[345:500])}/{name}"
-    return name
+    fields = _FIELDS.unpack_from(block)
+    return _path(fields[0], fields[9], fields[10])
+
+
+def _path(name: bytes, magic: bytes, prefix: bytes) -> str:
+    """A header's name field, behind the ustar prefix when there is one: POSIX magic only, as
+    GNU headers keep atime and ctime in those bytes."""
+    text = name.split(b"\0", 1)[0].decode(*_TEXT)
+    if magic == _USTAR and prefix[0]:
+        text = prefix.split(b"\0", 1)[0].decode(*_TEXT) + "/" + text
+    return text
 
 
 def _parse(block: bytes, offset: int) -> Header:
@@ -182,11 +189,9 @@ def _parse(block: bytes, offset: int) -> Header:
             raise BadHeader("not a tar header (bad checksum)")
         numbers = (parse_number(size), parse_number(mode), parse_number(uid),
                    parse_number(gid), parse_number(mtime))
-    text = name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-    if magic == _USTAR and prefix[0]:
-        text = prefix.split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + text
-    link = linkname.split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if linkname[0] else ""
-    return Header(text, kind if kind != b"\0" else b"0", *numbers, link, offset)
+    link = linkname.split(b"\0", 1)[0].decode(*_TEXT) if linkname[0] else ""
+    return Header(_path(name, magic, prefix), kind if kind != b"\0" else b"0", *numbers, link,
+                  offset)
 
 
 def byte_sum(data: bytes) -> int:
