@@ -4,8 +4,8 @@ save of the first image is asked for before the command line library is even imp
 An engine of Docker 20-24 writes the whole image to a temporary directory before the first
 byte of a save, seconds for a large image; importing typer and building the command from its
 declarations takes about 0.15 s that can run meanwhile. Typer still parses the command line as
-always: `cli` takes the early stream only if it parsed the same image as the first one (see
-`take`), and otherwise the early stream is closed unread.
+always: `cli` takes the early request only if it parsed the same image as the first one (see
+`take`), and otherwise the early request is closed unread.
 
 `ANALYZE_VALUE_OPTIONS` must name exactly the options of `analyze` that take a value, so that
 their values are not read as images; tests/unit/test_entry.py checks it against the command.
@@ -77,11 +77,11 @@ def start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
 def take(ref: str) -> Request | None:
     """The request sent early for `ref`, once; None if there is none. Any other early request
     is closed unread: the command did not parse what `start` guessed."""
-    stream = _early.pop(ref, None)
+    request = _early.pop(ref, None)
     for other in _early.values():
         other.close()
     _early.clear()
-    return stream
+    return request
 
 
 def main() -> None:

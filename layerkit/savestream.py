@@ -3,14 +3,15 @@ socket that needs no Docker SDK.
 
 - `SaveStream(chunks, depth, errors=...)`: iterates `chunks` in the caller's thread (`depth`
   0) or in a thread reading `depth` chunks ahead.
-- `save_unix(socket_path, ref, ...) -> SaveStream`: GET /images/{ref}/get through `unixhttp`.
+- `save_unix(socket_path, ref, ..., sent=None) -> SaveStream`: GET /images/{ref}/get through
+  `unixhttp`, or the reply to that request already `sent`.
 - `socket_path(environ) -> str | None`: the engine's unix socket that DOCKER_HOST names (or
   the default one); None for tcp, TLS and ssh engines, which go through `engine.save_image`.
 - `image_exists(socket_path, ref) -> bool`.
 
-`layerkit analyze IMAGE` uses these before anything imports the SDK (about 0.2 s of start-up):
-on an engine of Docker 20-24, which writes the whole image to a temporary directory before its
-first byte, the request then goes out at once and start-up overlaps the engine's work.
+`layerkit analyze IMAGE` sends its request through `unixhttp` alone before anything else is
+imported (`entry`), and hands it to `save_unix` here: on an engine of Docker 20-24, which writes
+the whole image to a temporary directory before its first byte, start-up overlaps that work.
 """
 
 from __future__ import annotations
