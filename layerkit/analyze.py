@@ -151,15 +151,8 @@ def _by_size(item: WastedPath) -> tuple[int, str]:
 
 def _wasted(view: View) -> list[WastedPath]:
     """Every reclaimable file version; their sizes add up to `reclaimable_bytes`."""
-    found = []
-    live = view.live_inodes
-    for layer, entries in enumerate(view.layers):
-        for entry, hidden in zip(entries, view.fates[layer], strict=True):
-            # View.reclaimable, inline: a hidden regular file whose inode no visible path uses
-            if hidden is not None and entry.kind == "file" and (layer, entry.path) not in live:
-                found.append(WastedPath(entry.path, entry.size, layer, hidden.by_layer,
-                                        hidden.cause))
-    return found
+    return [WastedPath(entry.path, entry.size, layer, hidden.by_layer, hidden.cause)
+            for layer, entry, hidden in view.reclaimable()]
 
 
 def _junk(view: View) -> tuple[JunkItem, ...]:

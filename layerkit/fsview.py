@@ -25,7 +25,7 @@ Public API (entries are `archive.Entry`):
 - `replay(layers) -> View`: the whole image (oldest layer first). `View.fates`, `View.final`
   (path -> `Node`: kind, mode, uid, gid, size, link target, content digest, layer, inode),
   `View.final_bytes`, `View.history(path)` (every `Version` of a path, oldest first),
-  `View.reclaimable(layer, i)` (hidden and its bytes not still live through a visible hardlink),
+  `View.reclaimable()` (the hidden files whose bytes no visible hardlink keeps: layer, entry, fate),
   and `View.fingerprint()` (sha256 over the final tree; contents included when entries were read
   with `hash_content=True`), which a squash result must reproduce.
 - Helpers: `whiteout_target(path)`, `is_opaque_marker(path)`, `marked_path(entry)`.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, NamedTuple
@@ -306,11 +306,14 @@ class View:
     def reclaimable_bytes(self) -> int:
         return self.content_bytes - self.final_bytes
 
-    def reclaimable(self, layer: int, index: int) -> bool:
-        """Is entry `index` of `layer` a regular file whose bytes no visible path uses?"""
-        entry = self.layers[layer][index]
-        return (entry.kind == "file" and self.fates[layer][index] is not None
-                and (layer, entry.path) not in self.live_inodes)
+    def reclaimable(self) -> Iterator[tuple[int, Entry, Hidden]]:
+        """Every hidden regular file whose bytes no visible path uses, as (layer, entry, fate):
+        their sizes add up to `reclaimable_bytes`."""
+        live = self.live_inodes
+        for layer, entries in enumerate(self.layers):
+            for entry, hidden in zip(entries, self.fates[layer], strict=True):
+                if hidden is not None and entry.kind == "file" and (layer, entry.path) not in live:
+                    yield layer, entry, hidden
 
     def history(self, path: str) -> tuple[Version, ...]:
         """Every version of `path` (whiteouts included), oldest first."""

@@ -50,7 +50,8 @@ def test_deleted_file_is_hidden_and_reclaimable() -> None:
     assert fate(v, 0, "d/f") == Hidden(1, "d/.wh.f", "deleted")
     assert sorted(v.final) == ["d", "d/keep"]
     assert (v.content_bytes, v.final_bytes, v.reclaimable_bytes) == (107, 7, 100)
-    assert v.reclaimable(0, 1)
+    assert [(layer, e.path, h) for layer, e, h in v.reclaimable()] == [
+        (0, "d/f", Hidden(1, "d/.wh.f", "deleted"))]
 
 
 def test_deleted_directory_hides_its_subtree() -> None:
@@ -114,7 +115,7 @@ def test_hardlinks_count_once_and_keep_hidden_targets_alive() -> None:
     assert v.final["b"].inode == (0, "a")
     assert v.final_bytes == 80
     assert v.reclaimable_bytes == 0
-    assert not v.reclaimable(0, 0)
+    assert list(v.reclaimable()) == []  # a is hidden, but b keeps its inode
 
 
 def test_hardlink_copy_up_is_its_own_cause() -> None:
