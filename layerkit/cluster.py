@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import __version__
+from .agent.serfagent import FORGET_SECONDS, MAX_FORGET_SECONDS
 from .clusterview import (
     HTTP_PORT,
     STATS_PORT,
@@ -61,7 +62,6 @@ FORGET_LABEL = "org.layerkit.serf-forget"
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
-MAX_FORGET = 7 * 86400  # seconds; the agent (agent/serfagent.py) takes no more
 PARALLEL = 4  # engine calls at once: enough to overlap, few enough for two cores
 HANDLER = ["python3", "-m", "layerkit.agent.handler"]
 HOLD_SECONDS = 20
@@ -76,7 +76,7 @@ class ClusterOptions:
     stats_port: int = 0
     lb_image: str = f"layerkit/haproxy:{__version__}"
     web_image: str = f"layerkit/webapp:{__version__}"
-    forget_after: int = 120  # seconds until Serf forgets a failed or left member (+ up to 15 s)
+    forget_after: int = FORGET_SECONDS  # until Serf forgets a failed or left member (+ <= 15 s)
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,9 @@ def validate_options(opts: ClusterOptions) -> None:
     for flag, port in (("--port", opts.port), ("--stats-port", opts.stats_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
-    if not 0 < opts.forget_after <= MAX_FORGET:
-        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to {MAX_FORGET} seconds")
+    if not 0 < opts.forget_after <= MAX_FORGET_SECONDS:
+        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to "
+                         f"{MAX_FORGET_SECONDS} seconds")
 
 
 def validate_name(name: str) -> None:
@@ -347,7 +348,7 @@ def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
     seconds = int(forget) if forget.isascii() and forget.isdigit() else 0
     return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
                           port=int(port) if port.isdigit() else 0,
-                          forget_after=seconds if 0 < seconds <= MAX_FORGET
+                          forget_after=seconds if 0 < seconds <= MAX_FORGET_SECONDS
                           else ClusterOptions.forget_after)
 
 

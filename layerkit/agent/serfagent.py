@@ -25,7 +25,8 @@ from pathlib import Path
 CONFIG_PATH = Path("/run/layerkit/serf.json")
 SERF_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 KEY_BYTES = 32  # Debian's serf 0.9.4 takes AES-256 keys only
-FORGET_SECONDS = 120
+FORGET_SECONDS = 120             # the default; `layerkit up --forget-after` sets another
+MAX_FORGET_SECONDS = 7 * 86400   # a week: `cluster.validate_options` refuses more, too
 
 
 class KeyringError(ValueError):
@@ -63,8 +64,9 @@ def check_keyring(path: Path) -> None:
 def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
     role = env.get("LAYERKIT_ROLE", "none")
     forget = env.get("LAYERKIT_SERF_FORGET", "").strip() or str(FORGET_SECONDS)
-    if not (forget.isascii() and forget.isdigit() and 0 < int(forget) <= 7 * 86400):
-        raise ValueError(f"LAYERKIT_SERF_FORGET must be whole seconds, 1 to 604800: {forget!r}")
+    if not (forget.isascii() and forget.isdigit() and 0 < int(forget) <= MAX_FORGET_SECONDS):
+        raise ValueError("LAYERKIT_SERF_FORGET must be whole seconds, "
+                         f"1 to {MAX_FORGET_SECONDS}: {forget!r}")
     tags = {"role": role}
     if env.get("LAYERKIT_CLUSTER"):
         tags["cluster"] = env["LAYERKIT_CLUSTER"]
