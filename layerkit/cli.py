@@ -6,6 +6,7 @@ neither the cluster nor the build code, and `--help` loads neither.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -259,7 +260,9 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
         for i in range(len(refs)):
             if i + 1 < len(refs):
                 streams.append(save(refs[i + 1]))  # the engine exports it while this is read
-            saved.append(read_archive(streams[i], hash_content=True).images[0])
+            # closed at the archive's end, not the connection's (see unixhttp.PIECE_WAIT)
+            with contextlib.closing(streams[i]) as stream:
+                saved.append(read_archive(stream, hash_content=True).images[0])
         return saved
 
     return read

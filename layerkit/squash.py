@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,19 +228,21 @@ class _Run:
         start = choose_start(len(source_layers), base_layers=self._base_layers(None),
                              source_layers=source_layers, last=self.opts.last,
                              all_layers=self.opts.all_layers)
-        stream: Iterable[bytes] = engine.save_image(client, ref, chunk_size=256 << 10)
         # spooling needs room for the saved image and the new layer; else read the image twice
         self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
-        if self._spooling:
-            # kept layers are not read again (unless --archive-out copies them): not spooled
-            drop = set() if self.opts.archive_out else \
-                set(source_layers[:start]) - set(source_layers[start:])
-            with open(self.spool, "wb") as fh:
-                spool = Spool(fh, drop)
-                image = read_archive(spool.tee(stream), hash_content=self.opts.verify).images[0]
-            self.spooled = spool.offset
-        else:
-            image = read_archive(stream, hash_content=self.opts.verify).images[0]
+        # closed at the archive's end, not the connection's (see unixhttp.PIECE_WAIT)
+        with contextlib.closing(engine.save_image(client, ref, chunk_size=256 << 10)) as stream:
+            if self._spooling:
+                # kept layers are not read again (unless --archive-out copies them): not spooled
+                drop = set() if self.opts.archive_out else \
+                    set(source_layers[:start]) - set(source_layers[start:])
+                with open(self.spool, "wb") as fh:
+                    spool = Spool(fh, drop)
+                    image = read_archive(spool.tee(stream),
+                                         hash_content=self.opts.verify).images[0]
+                self.spooled = spool.offset
+            else:
+                image = read_archive(stream, hash_content=self.opts.verify).images[0]
         if [layer.digest for layer in image.layers] != source_layers:
             raise SquashError(f"{ref} changed while it was being read; retry")
         return image, start

@@ -88,9 +88,10 @@ def test_three_paths_give_the_same_bytes(docker_client: DockerClient, rootfs_ima
                                     1 << 20))
     assert sdk_digest[1] > 1 << 20
     assert unix == sdk == sdk_digest
-    # unixhttp re-cuts the engine's 32 KiB chunks to whole pieces of its size (128 KiB)
-    assert pieces[:-1] == [unixhttp.PIECE] * (len(pieces) - 1)
-    assert 0 < pieces[-1] <= unixhttp.PIECE
+    # unixhttp re-cuts the engine's 32 KiB chunks to pieces of its size (128 KiB); one is
+    # handed on short only when the engine stalls for longer than PIECE_WAIT
+    assert all(0 < size <= unixhttp.PIECE for size in pieces)
+    assert pieces.count(unixhttp.PIECE) >= len(pieces) // 2
 
 
 def test_save_image_takes_the_unix_path_and_gives_the_same_bytes(
@@ -144,7 +145,7 @@ def test_closing_early_ends_the_reading_and_a_second_save_works(
     if read_ahead:
         assert len(ours) == 1
     first = next(stream)
-    assert len(first) == unixhttp.PIECE
+    assert 0 < len(first) <= unixhttp.PIECE
     assert sockets_open() > sockets_before  # its connection, still reading ahead
     stream.close()
     wait_ended(ours, 5)

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from layerkit import savestream, unixhttp
+from layerkit.archive import read_archive
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 from layerkit.savestream import SaveStream, unix_errors
 from layerkit.unixhttp import HTTPStatusError, ProtocolError
+from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 TIMEOUT = 5.0
 GAP = 0.01  # between scripted sends, so that each one reaches the client as its own recv
@@ -41,11 +43,12 @@ class Server:
     """
 
     def __init__(self, path: str, script: list[bytes], *, gap: float = GAP,
-                 linger: bool = False) -> None:
+                 linger: bool = False, linger_for: float = TIMEOUT) -> None:
         self.path = path
         self.script = script
         self.gap = gap
         self.linger = linger
+        self.linger_for = linger_for
         self.request = b""
         self.client_closed_first: bool | None = None
         self.error: BaseException | None = None
@@ -72,6 +75,7 @@ class Server:
                         time.sleep(self.gap)
                     conn.sendall(piece)
                 if self.linger:
+                    conn.settimeout(self.linger_for)
                     try:
                         self.client_closed_first = conn.recv(1) == b""
                     except TimeoutError:
@@ -272,6 +276,59 @@ def test_body_ended_by_close(serve: Servers) -> None:
     pieces = fetch(server, chunk_size=65536)
     assert b"".join(pieces) == data
     assert all(0 < len(p) <= 65536 for p in pieces)
+
+
+def _until(pieces: Iterator[bytes], size: int) -> bytes:
+    """The first `size` bytes of `pieces`, then the rest left unread (as the archive reader
+    stops at a tar's end-of-archive blocks)."""
+    data = b""
+    for piece in pieces:
+        data += piece
+        if len(data) >= size:
+            break
+    return data
+
+
+def test_the_last_piece_comes_before_the_connection_ends(serve: Servers) -> None:
+    """An unframed body's last, part-filled piece is handed on once PIECE_WAIT passes with no
+    more bytes: a reader that has all it needs need not wait for the connection to end (an
+    engine ends it only after deleting its temporary copy of the image)."""
+    data = os.urandom(100_000)
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n", data], linger=True)
+    with contextlib.closing(unixhttp.get(server.path, "/images/x/get",
+                                         chunk_size=65536)) as pieces:
+        assert _until(pieces, len(data)) == data
+    server.join()
+    assert server.client_closed_first
+
+
+def test_without_a_wait_the_last_piece_waits_for_the_end(serve: Servers) -> None:
+    """The control for the test above: pieces kept whole until the connection ends."""
+    data = os.urandom(100_000)
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n", data], linger=True, linger_for=0.5)
+    pieces = unixhttp.get(server.path, "/images/x/get", chunk_size=65536, wait=None)
+    with contextlib.closing(pieces):
+        assert _until(pieces, len(data)) == data
+    server.join()
+    assert server.client_closed_first is False
+
+
+def test_a_body_that_stalls_comes_in_part_pieces_and_whole(serve: Servers) -> None:
+    data = os.urandom(200_000)
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n", *cut(data, 10, 70_000, 70_001, 150_000)],
+                   gap=0.05)
+    pieces = fetch(server, chunk_size=65536)
+    assert b"".join(pieces) == data
+    assert all(0 < len(p) <= 65536 for p in pieces)
+    assert len(pieces) > -(-len(data) // 65536)  # the stalls cut pieces short
+
+
+def test_the_head_may_take_longer_than_the_wait(serve: Servers) -> None:
+    """PIECE_WAIT applies to the body only: an engine of Docker 20-24 sends nothing at all
+    until it has written the whole image to its temporary directory."""
+    data = os.urandom(1000)
+    server = serve([b"", b"HTTP/1.0 200 OK\r\n", b"\r\n", data], gap=0.05)
+    assert b"".join(fetch(server)) == data
 
 
 def test_header_names_and_values_are_case_insensitive(serve: Servers) -> None:
@@ -582,6 +639,18 @@ def test_save_unix_end_to_end(serve: Servers) -> None:
     assert b"".join(pieces) == data
     assert [len(p) for p in pieces] == [30_000] * 3 + [10_000]
     assert server.request.startswith(b"GET /v1.41/images/lk/img%40sha256:ab/get HTTP/1.")
+
+
+def test_an_archive_read_from_save_unix_needs_no_end_of_connection(serve: Servers) -> None:
+    """`read_archive` stops at the tar's end-of-archive blocks, and the stream is closed then
+    (as `layerkit analyze` and `squash` do) while the engine still holds the connection."""
+    archive = legacy_archive(Image([layer(file("a", b"x" * 5000)), layer(whiteout("a"))]))
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n", archive], linger=True)
+    with contextlib.closing(savestream.save_unix(server.path, "x:1")) as stream:
+        image = read_archive(stream, hash_content=True).images[0]
+    server.join()
+    assert [layer.content_bytes for layer in image.layers] == [5000, 0]
+    assert server.client_closed_first
 
 
 def test_save_unix_missing_image_is_not_found(serve: Servers) -> None:
