@@ -178,7 +178,13 @@ def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]
         except requests.exceptions.HTTPError as exc:
             raise docker.errors.create_api_error_from_http_exception(exc) from None
         raw = response.raw
-        while chunk := raw.read(size):
+        # read1: what one read of the connection gives (the engine's chunks, 16-32 KiB), not
+        # read(size), which waits to fill `size`: its last piece waited for the connection's
+        # end, which an engine of Docker 20-24 sends only after deleting its temporary copy of
+        # the image, while the reader stops at the tar's end (see unixhttp.PIECE_WAIT).
+        # Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for +0.13 s of CPU.
+        read = getattr(raw, "read1", None) or raw.read  # read1: urllib3 2.x
+        while chunk := read(size):
             yield chunk
 
 

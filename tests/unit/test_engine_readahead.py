@@ -1,14 +1,21 @@
-"""The read-ahead under `engine.save_image` (`savestream.SaveStream`): order, errors, early stop."""
+"""The read-ahead under `engine.save_image` (`savestream.SaveStream`): order, errors, early stop;
+and the SDK path's pieces (`engine._sdk_chunks`) against a server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
+import docker
 import pytest
 
+from layerkit import engine
+from layerkit.archive import read_archive
 from layerkit.savestream import SaveStream
+from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 
 def test_chunks_arrive_in_order() -> None:
@@ -46,3 +53,48 @@ def test_reading_stops_when_the_consumer_stops() -> None:
         time.sleep(0.05)
     assert threading.active_count() == before
     assert len(produced) <= 3 + 3  # bounded by the read-ahead depth, not endless
+
+
+def test_the_sdk_path_reads_an_archive_without_waiting_for_the_connections_end() -> None:
+    """`engine._sdk_chunks` (tcp, TLS and ssh engines) against a server on 127.0.0.1 that sends
+    a save in 32 KiB chunks, as the engine does, and then holds the connection open (an engine
+    of Docker 20-24 deletes its temporary copy of the image before it sends the last chunk):
+    the archive is read whole, and the reader closes first."""
+    archive = legacy_archive(Image([layer(file("a", b"x" * 100_000)), layer(whiteout("a"))]))
+    body = b"".join(b"%x\r\n%s\r\n" % (len(archive[i:i + 32768]), archive[i:i + 32768])
+                    for i in range(0, len(archive), 32768))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    closed_first: list[bool] = []
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.settimeout(10)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + body)
+            try:
+                closed_first.append(conn.recv(1) == b"")
+            except ConnectionResetError:  # closed with the tar's padding unread
+                closed_first.append(True)
+            except TimeoutError:
+                closed_first.append(False)
+            with contextlib.suppress(OSError):
+                conn.sendall(b"0\r\n\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41")
+    try:
+        chunks = engine._sdk_chunks(client, "/v1.41/images/x:1/get", 1 << 20)
+        with contextlib.closing(SaveStream(chunks, 0)) as stream:
+            image = read_archive(stream, hash_content=True).images[0]
+            assert closed_first == []  # read while the server still holds the connection
+    finally:
+        client.close()
+    server.join(timeout=20)
+    assert [layer.content_bytes for layer in image.layers] == [100_000, 0]
+    assert closed_first == [True]
