@@ -6,7 +6,8 @@ chunks, and through requests and http.client each chunk costs a few Python calls
 that the engine writing the stream needs too on a small machine. Asked in HTTP/1.0, the engine
 (Go's net/http) sends the body unframed and closes the connection at its end; here the body is
 then received straight into the buffers handed to the caller, 128 KiB at a time (`PIECE`), so
-the kernel's copy is the only one.
+the kernel's copy is the only one; a part-filled one is handed on after `PIECE_WAIT`, so that a
+reader that stops at the tar's end need not wait for the connection's.
 
 Only what that one request needs: no redirects, no keep-alive, bodies ended by the connection's
 end or framed by Content-Length or (should a proxy send it anyway) chunked encoding. Any other
@@ -33,7 +34,8 @@ PIECE = 128 << 10
 # A part-filled piece is handed on once this long passes with no more bytes (SO_RCVTIMEO
 # under MSG_WAITALL). The tar inside ends with its end-of-archive blocks, and the reader stops
 # there; without this it would wait for the connection's end, which an engine of Docker 20-24
-# sends only after deleting its temporary copy of the image: 0.1-0.3 s for a 434 MB save here.
+# sends only after deleting its temporary copy of the image: 0.04-0.29 s after the last byte
+# of a 434 MB save here, as busy as the disk was.
 # Mid-stream the engine writes every few microseconds, so the pieces stay whole.
 PIECE_WAIT = 0.005
 MAX_HEAD = 64 << 10  # status line and headers
