@@ -103,9 +103,10 @@ def test_no_early_save_for_a_tcp_engine_or_a_failing_one(monkeypatch: pytest.Mon
 
 
 def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_path: Path) -> None:
-    """`start` sends its request with `socket` alone, and site's start-up before it imports none
-    of these either: the editable install is a plain path line (pyproject's package-dir), not
-    setuptools' import-hook finder, which imports re, pathlib and urllib.parse first."""
+    """`start` sends its request with `_socket` alone (the socket module takes 8 ms to import),
+    and site's start-up before it imports none of these either: the editable install is a
+    plain path line (pyproject's package-dir), not setuptools' import-hook finder, which
+    imports re, pathlib and urllib.parse first."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.settimeout(10)  # a request never sent fails the test instead of hanging it
     path = str(tmp_path / "engine.sock")
@@ -114,7 +115,8 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     code = ("import sys; from layerkit import entry; entry.start(['analyze', 'a:1'], "
             f"{{'DOCKER_HOST': 'unix://{path}'}}); "
             "print(bool(entry._early), *sorted(m for m in ('typing', 're', 'json', 'threading', "
-            "'urllib.parse', 'pathlib', 'layerkit.savestream') if m in sys.modules))")
+            "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.savestream') "
+            "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True, env={}, cwd=tmp_path)
     assert done.stdout.split() == ["True"]
