@@ -83,8 +83,10 @@ def _run(argv: list[str], timeout: float = 3600) -> tuple[float, float, bool]:
         os.killpg(probe.pid, signal.SIGKILL)  # the probe and the command it runs
         probe.communicate()
         return timeout, 0.0, False
+    if probe.returncode != 0:  # the probe itself: say a command that cannot be found
+        raise RuntimeError(f"{argv[0]} could not be run: {' '.join(argv)}")
     seconds, rss_kib, code = out.split()
-    if probe.returncode != 0 or code != "0":
+    if code != "0":
         raise RuntimeError(f"{argv[0]} failed ({code}): {' '.join(argv)}")
     return float(seconds), int(rss_kib) / 1024, True
 

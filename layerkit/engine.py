@@ -13,10 +13,10 @@ import io
 import os
 import tarfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import docker
@@ -150,11 +150,11 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
                read_ahead: int = 8) -> SaveStream:
     """The `docker save` stream of `ref`, as it arrives (legacy or OCI layout, per engine).
 
-    A thread sends the request at once and keeps up to `read_ahead` chunks of `chunk_size` in
-    flight: the engine starts (an engine of Docker 20-24 writes the whole image to a temporary
-    directory before its first byte) while the caller gets ready, and keeps writing while the
-    caller parses and hashes. Errors, a missing image among them, are raised by the first
-    `next()`. Dropping or closing the stream stops the thread.
+    A thread sends the request at once and keeps up to `read_ahead` chunks of up to
+    `chunk_size` in flight: the engine starts (an engine of Docker 20-24 writes the whole image
+    to a temporary directory before its first byte) while the caller gets ready, and keeps
+    writing while the caller parses and hashes. Errors, a missing image among them, are raised
+    by the first `next()`. Dropping or closing the stream stops the thread.
 
     On a unix socket this is `savestream.save_unix` (no SDK on the way: see `unixhttp`).
     """
@@ -177,15 +177,23 @@ def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]
             response.raise_for_status()
         except requests.exceptions.HTTPError as exc:
             raise docker.errors.create_api_error_from_http_exception(exc) from None
-        raw = response.raw
-        # read1: what one read of the connection gives (the engine's chunks, 16-32 KiB), not
-        # read(size), which waits to fill `size`: its last piece waited for the connection's
-        # end, which an engine of Docker 20-24 sends only after deleting its temporary copy of
-        # the image, while the reader stops at the tar's end (see unixhttp.PIECE_WAIT).
-        # Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for +0.13 s of CPU.
-        read = getattr(raw, "read1", None) or raw.read  # read1: urllib3 2.x
+        read = _piece_reader(response.raw)
         while chunk := read(size):
             yield chunk
+
+
+def _piece_reader(raw: Any) -> Callable[[int], bytes]:
+    """`read1` of a urllib3 response: what one read of the connection gives (the engine's
+    chunks, 16-32 KiB), not `read(size)`, which waits to fill `size`: its last piece waited for
+    the connection's end, which an engine of Docker 20-24 sends only after deleting its
+    temporary copy of the image, while the reader stops at the tar's end (see
+    unixhttp.PIECE_WAIT). Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for
+    +0.13 s of CPU. `read` where read1 can't be had: urllib3 1.x, or a connection whose file
+    has no read1 (paramiko's channel file, for ssh:// engines), under http.client's read1."""
+    connection_file = getattr(getattr(raw, "_fp", None), "fp", None)
+    if hasattr(raw, "read1") and hasattr(connection_file, "read1"):
+        return cast(Callable[[int], bytes], raw.read1)
+    return cast(Callable[[int], bytes], raw.read)
 
 
 # --- cluster: labelled containers, networks and volumes (used by cluster.py) -----------------

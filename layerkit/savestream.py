@@ -46,7 +46,9 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
     if sent is None:
         with errors():
             sent = unixhttp.Request(path, unixhttp.image_target(ref, "get", api_version))
-    return SaveStream(sent.body(chunk_size), read_ahead, errors=errors, on_close=sent.close)
+    # a reading thread closes the socket itself once woken (see Request.shutdown)
+    return SaveStream(sent.body(chunk_size), read_ahead, errors=errors,
+                      on_close=sent.shutdown if read_ahead else sent.close)
 
 
 def image_exists(path: str, ref: str) -> bool:

@@ -285,8 +285,8 @@ class _Run:
                 with open(self.spool, "rb") as fh:
                     return write_layer_seekable(fh, layers, plan, out)
             client, ref = self._engine_source()
-            again = engine.save_image(client, ref, chunk_size=256 << 10)
-            return write_layer(iter_chunks_reader(again), image.layers, plan, out)
+            with contextlib.closing(engine.save_image(client, ref, chunk_size=256 << 10)) as again:
+                return write_layer(iter_chunks_reader(again), image.layers, plan, out)
 
     def _load(self, layer_path: Path, config: dict[str, Any], start: int,
               new_id: str) -> bool:

@@ -23,7 +23,7 @@ import _socket as socket
 
 TYPE_CHECKING = False  # typing itself is not imported: see `image_target`
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Generator, Iterator, Mapping
 
 __all__ = ["HTTPStatusError", "ProtocolError", "Request", "get", "image_target", "socket_path"]
 
@@ -39,7 +39,8 @@ PIECE = 128 << 10
 # there; without this it would wait for the connection's end, which an engine of Docker 20-24
 # sends only after deleting its temporary copy of the image: 0.04-0.29 s after the last byte
 # of a 434 MB save here, as busy as the disk was.
-# Mid-stream the engine writes every few microseconds, so the pieces stay whole.
+# Mid-stream the engine writes every few microseconds, so pieces stay whole unless it stalls
+# for longer than this.
 PIECE_WAIT = 0.005
 MAX_HEAD = 64 << 10  # status line and headers
 MAX_ERROR_BODY = 64 << 10
@@ -93,10 +94,12 @@ class HTTPStatusError(Exception):
 
 
 def get(socket_path: str, target: str, *, chunk_size: int = PIECE,
-        connect_timeout: float = 120.0, wait: float | None = PIECE_WAIT) -> Iterator[bytes]:
+        connect_timeout: float = 120.0,
+        wait: float | None = PIECE_WAIT) -> Generator[bytes, None, None]:
     """The body of `GET target` at the unix socket `socket_path`, in pieces of `chunk_size`
-    bytes; a piece is shorter when `wait` seconds pass with nothing more to fill it (None:
-    only the last one). The request is sent on the first `next()`."""
+    bytes; a piece is shorter when `wait` seconds (at least 1 µs) pass with nothing more to
+    fill it (None: only the last one; a chunked body, which only a proxy would send, always
+    waits). The request is sent on the first `next()`."""
     yield from Request(socket_path, target, connect_timeout=connect_timeout).body(chunk_size,
                                                                                  wait)
 
@@ -119,10 +122,13 @@ class Request:
             self.sock.close()
             raise
 
-    def body(self, chunk_size: int = PIECE, wait: float | None = PIECE_WAIT) -> Iterator[bytes]:
+    def body(self, chunk_size: int = PIECE,
+             wait: float | None = PIECE_WAIT) -> Generator[bytes, None, None]:
         """The reply's body (pieces as `get` gives them); HTTPStatusError unless it is a 200.
         The socket is closed when the body ends, fails or is dropped."""
         try:
+            if wait is not None and not wait >= 1e-6:  # 0 would mean no limit, < 0 a busy loop
+                raise ValueError(f"wait must be at least 1 µs, or None: {wait!r}")
             reader = _Reader(self.sock)
             status, reason, headers = _head(reader)
             body = _body(reader, headers, chunk_size, wait)
@@ -134,6 +140,15 @@ class Request:
 
     def close(self) -> None:
         self.sock.close()
+
+    def shutdown(self) -> None:
+        """End the connection without closing the socket: a `recv` in another thread returns
+        at once (with what is queued, then the end), and that thread closes it as `body`
+        ends. Closing it under that thread could hand its next `recv` a reused descriptor."""
+        try:  # noqa: SIM105 - contextlib is not imported here: see `image_target`
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected any more, or already closed: nothing to wake
+            pass
 
 
 class _Reader:

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 
 import docker
@@ -88,6 +89,7 @@ def test_the_sdk_path_reads_an_archive_without_waiting_for_the_connections_end()
     server.start()
     port = listener.getsockname()[1]
     client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41")
+    client.api.trust_env = False  # no HTTP(S)_PROXY from the environment for 127.0.0.1
     try:
         chunks = engine._sdk_chunks(client, "/v1.41/images/x:1/get", 1 << 20)
         with contextlib.closing(SaveStream(chunks, 0)) as stream:
@@ -98,3 +100,29 @@ def test_the_sdk_path_reads_an_archive_without_waiting_for_the_connections_end()
     server.join(timeout=20)
     assert [layer.content_bytes for layer in image.layers] == [100_000, 0]
     assert closed_first == [True]
+
+
+def test_the_sdk_path_reads_whole_pieces_where_the_connection_has_no_read1() -> None:
+    """http.client's read1 calls its connection file's read1, which paramiko's channel file
+    (ssh:// engines) does not have: there `read` is taken."""
+    class Without:
+        def read(self, size: int) -> bytes:
+            return b""
+
+    class With(Without):
+        def read1(self, size: int) -> bytes:
+            return b""
+
+    class Raw:
+        def __init__(self, connection_file: object) -> None:
+            self._fp = types.SimpleNamespace(fp=connection_file)
+
+        def read(self, size: int) -> bytes:
+            return b"read"
+
+        def read1(self, size: int) -> bytes:
+            return b"read1"
+
+    assert engine._piece_reader(Raw(With()))(10) == b"read1"
+    assert engine._piece_reader(Raw(Without()))(10) == b"read"
+    assert engine._piece_reader(types.SimpleNamespace(read=lambda size: b"old"))(10) == b"old"

@@ -320,7 +320,25 @@ def test_a_body_that_stalls_comes_in_part_pieces_and_whole(serve: Servers) -> No
     pieces = fetch(server, chunk_size=65536)
     assert b"".join(pieces) == data
     assert all(0 < len(p) <= 65536 for p in pieces)
-    assert len(pieces) > -(-len(data) // 65536)  # the stalls cut pieces short
+    assert 65536 in map(len, pieces)  # whole where the bytes kept coming...
+    assert len(pieces) > -(-len(data) // 65536)  # ...and cut short by the stalls
+
+
+def test_body_bytes_read_with_the_head_are_handed_on_at_a_stall(serve: Servers) -> None:
+    """The first body bytes come in the same recv as the head; when nothing follows within
+    the wait, they are a piece of their own."""
+    data = os.urandom(100_000)
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n" + data[:100], data[100:]], gap=0.2)
+    pieces = fetch(server, chunk_size=65536)
+    assert pieces[0] == data[:100]
+    assert b"".join(pieces) == data
+
+
+@pytest.mark.parametrize("wait", [0, -1.0, 1e-9])
+def test_a_wait_below_a_microsecond_is_refused(serve: Servers, wait: float) -> None:
+    server = serve(b"HTTP/1.0 200 OK\r\n\r\nbody")
+    with pytest.raises(ValueError, match="at least 1"):
+        fetch(server, wait=wait)
 
 
 def test_the_head_may_take_longer_than_the_wait(serve: Servers) -> None:
@@ -650,6 +668,23 @@ def test_an_archive_read_from_save_unix_needs_no_end_of_connection(serve: Server
         image = read_archive(stream, hash_content=True).images[0]
     server.join()
     assert [layer.content_bytes for layer in image.layers] == [5000, 0]
+    assert server.client_closed_first
+
+
+def test_closing_a_read_ahead_stream_wakes_its_thread_which_closes_the_socket(
+        serve: Servers) -> None:
+    """With a reading thread, `close` shuts the connection down (Request.shutdown): the
+    thread's recv returns at once, and the thread itself closes the socket as it ends."""
+    archive = legacy_archive(Image([layer(file("a", b"x" * 5000))]))
+    server = serve([b"HTTP/1.0 200 OK\r\n\r\n", archive], linger=True)
+    before = {t for t in threading.enumerate() if t.name == "save-read-ahead"}
+    stream = savestream.save_unix(server.path, "x:1", read_ahead=2)
+    reader = ({t for t in threading.enumerate() if t.name == "save-read-ahead"} - before).pop()
+    with contextlib.closing(stream):
+        read_archive(stream)
+    reader.join(timeout=TIMEOUT)
+    assert not reader.is_alive()
+    server.join()
     assert server.client_closed_first
 
 
