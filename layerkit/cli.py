@@ -6,7 +6,6 @@ neither the cluster nor the build code, and `--help` loads neither.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -260,8 +259,7 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
         for i in range(len(refs)):
             if i + 1 < len(refs):
                 streams.append(save(refs[i + 1]))  # the engine exports it while this is read
-            # closed at the archive's end, not the connection's (see unixhttp.PIECE_WAIT)
-            with contextlib.closing(streams[i]) as stream:
+            with streams[i] as stream:  # closed at the archive's end
                 saved.append(read_archive(stream, hash_content=True).images[0])
         return saved
 

@@ -90,7 +90,9 @@ _DONE = object()
 class SaveStream(Iterator[bytes]):
     """Chunks of a save, read in the caller's thread (`depth` 0) or up to `depth` chunks ahead
     by a thread. Exceptions from `chunks` pass through `errors` (a context manager that turns
-    them into LayerkitErrors). `close()`, or dropping the stream, ends the reading."""
+    them into LayerkitErrors). `close()`, leaving a `with` block, or dropping the stream ends
+    the reading: a reader that stops at the tar's end closes it then, instead of waiting for
+    the connection's end (see unixhttp.PIECE_WAIT)."""
 
     def __init__(self, chunks: Iterator[bytes], depth: int, *,
                  errors: Callable[[], AbstractContextManager[None]] | None = None,
@@ -143,6 +145,12 @@ class SaveStream(Iterator[bytes]):
             self._chunks.close()
         if self._on_close is not None:
             self._on_close()
+
+    def __enter__(self) -> SaveStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

@@ -230,8 +230,7 @@ class _Run:
                              all_layers=self.opts.all_layers)
         # spooling needs room for the saved image and the new layer; else read the image twice
         self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
-        # closed at the archive's end, not the connection's (see unixhttp.PIECE_WAIT)
-        with contextlib.closing(engine.save_image(client, ref, chunk_size=256 << 10)) as stream:
+        with engine.save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
             if self._spooling:
                 # kept layers are not read again (unless --archive-out copies them): not spooled
                 drop = set() if self.opts.archive_out else \
@@ -285,7 +284,7 @@ class _Run:
                 with open(self.spool, "rb") as fh:
                     return write_layer_seekable(fh, layers, plan, out)
             client, ref = self._engine_source()
-            with contextlib.closing(engine.save_image(client, ref, chunk_size=256 << 10)) as again:
+            with engine.save_image(client, ref, chunk_size=256 << 10) as again:
                 return write_layer(iter_chunks_reader(again), image.layers, plan, out)
 
     def _load(self, layer_path: Path, config: dict[str, Any], start: int,

@@ -664,7 +664,7 @@ def test_an_archive_read_from_save_unix_needs_no_end_of_connection(serve: Server
     (as `layerkit analyze` and `squash` do) while the engine still holds the connection."""
     archive = legacy_archive(Image([layer(file("a", b"x" * 5000)), layer(whiteout("a"))]))
     server = serve([b"HTTP/1.0 200 OK\r\n\r\n", archive], linger=True)
-    with contextlib.closing(savestream.save_unix(server.path, "x:1")) as stream:
+    with savestream.save_unix(server.path, "x:1") as stream:  # closed as the block ends
         image = read_archive(stream, hash_content=True).images[0]
     server.join()
     assert [layer.content_bytes for layer in image.layers] == [5000, 0]
@@ -680,7 +680,7 @@ def test_closing_a_read_ahead_stream_wakes_its_thread_which_closes_the_socket(
     before = {t for t in threading.enumerate() if t.name == "save-read-ahead"}
     stream = savestream.save_unix(server.path, "x:1", read_ahead=2)
     reader = ({t for t in threading.enumerate() if t.name == "save-read-ahead"} - before).pop()
-    with contextlib.closing(stream):
+    with stream:
         read_archive(stream)
     reader.join(timeout=TIMEOUT)
     assert not reader.is_alive()
