@@ -24,8 +24,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from layerkit.bootstrap import ensure_base
-from layerkit.engine import connect
+from layerkit.engine.client import connect
+
+from layerkit.build.bootstrap import ensure_base
 
 BASE = "layerkit/rootfs:bookworm-slim"  # replaced in run() by what the engine really has
 BIN = Path(sys.executable).parent
@@ -108,9 +109,9 @@ def _ours(tag: str, repeat: int) -> tuple[float, float]:
 
 _IN_PROCESS = """
 import sys, time
-from layerkit.analyze import analyze
-from layerkit.archive import read_archive
-from layerkit.engine import connect, save_image
+from layerkit.analyze.analyze import analyze
+from layerkit.image.archive import read_archive
+from layerkit.engine.client import connect, save_image
 client = connect()
 started = time.perf_counter()
 analyze(read_archive(save_image(client, sys.argv[1]), hash_content=True).images)
@@ -271,7 +272,7 @@ def _as_installed(workdir: Path) -> list[str]:
                           text=True).stdout.strip()
     libraries = sysconfig.get_path("purelib")
     Path(site, "layerkit-bench.pth").write_text(f"{package.parent}\n{libraries}\n")
-    return [str(python), "-c", "import sys; from layerkit.entry import main; sys.exit(main())"]
+    return [str(python), "-c", "import sys; from layerkit.cli.entry import main; sys.exit(main())"]
 
 
 def run(quick: bool) -> str:

@@ -13,10 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-from layerkit import __version__, bootstrap
-from layerkit.build import build_all
-from layerkit.engine import DockerClient, connect
-from layerkit.specs import build_order, load_all
+from layerkit.engine.client import DockerClient, connect
+
+from layerkit import __version__
+from layerkit.build import bootstrap
+from layerkit.build.build import build_all
+from layerkit.build.specs import build_order, load_all
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000

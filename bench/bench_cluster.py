@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from layerkit import cluster, clusterview
-from layerkit.engine import (
+from layerkit.engine.client import (
     Container,
     DockerClient,
     connect,
@@ -32,6 +31,9 @@ from layerkit.engine import (
     remove_container,
     stop_container,
 )
+
+from layerkit.cluster import cluster
+from layerkit.cluster import view as clusterview
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_LOG = "/var/log/layerkit/events.log"

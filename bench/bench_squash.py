@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from layerkit.build import context_tar
-from layerkit.dockerfile import Generated
-from layerkit.engine import DockerClient, connect, inspect_image
+from layerkit.engine.client import DockerClient, connect, inspect_image
+
+from layerkit.build.build import context_tar
+from layerkit.build.dockerfile import Generated
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import bootstrap
-from .engine import DockerClient, connect, engine_info, find_image
-from .errors import EngineUnavailable, LayerkitError, UsageError
+from layerkit.build import bootstrap
+from layerkit.engine.client import DockerClient, connect, engine_info, find_image
+from layerkit.errors import EngineUnavailable, LayerkitError, UsageError
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = {"dockerd": "docker.io", "mmdebstrap": "mmdebstrap"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from layerkit.archive import Entry
+from layerkit.image.archive import Entry
 
 NAMES = ["a", "b", "a/x", "a/y", "a/x/f", "a/x/g", "b/z", "a/x/h/i", "c"]
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from layerkit import cluster
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
+
+from layerkit.cluster import cluster
 
 
 def url_of(client: DockerClient, name: str) -> str:

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from layerkit.cli.app import app
+from layerkit.engine.client import DockerClient, save_image
 from typer.testing import CliRunner
 
-from layerkit.analyze import ImageReport, analyze
-from layerkit.archive import SavedImage, read_archive
-from layerkit.cli import app
-from layerkit.engine import DockerClient, save_image
-from layerkit.fsview import replay
-from layerkit.lint import lint_text
+from layerkit.analyze.analyze import ImageReport, analyze
+from layerkit.analyze.lint import lint_text
+from layerkit.image.archive import SavedImage, read_archive
+from layerkit.image.fsview import replay
 from tests.imagetar import Image, oci_archive
 
 LABELS = {"org.layerkit.test": "1"}

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from layerkit import __version__
-from layerkit.build import build_all
-from layerkit.engine import Container, DockerClient
-from layerkit.specs import load_all
+from layerkit.build.build import build_all
+from layerkit.build.specs import load_all
+from layerkit.engine.client import Container, DockerClient
 from tests.conftest import IMAGES, PACKAGE_DIR, ROOT
 
 TEST_LABELS = {"org.layerkit.test": "1"}
@@ -184,10 +184,10 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks where i
 # Ctrl-C as at a terminal, even when this runs under something that ignores SIGINT (a job
 # started in the background by a shell without job control: Python then keeps it ignored)
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from layerkit.build import build_one
-from layerkit.dockerfile import Generated
-from layerkit.engine import connect
-from layerkit.specs import load
+from layerkit.build.build import build_one
+from layerkit.build.dockerfile import Generated
+from layerkit.engine.client import connect
+from layerkit.build.specs import load
 spec_dir = Path({str(tmp_path)!r}) / "slow"
 spec_dir.mkdir()
 (spec_dir / "image.toml").write_text('parent = "{built_images['base']}"\\n')
@@ -229,7 +229,7 @@ def test_failing_step_shows_instruction_and_log(built_images: dict[str, str],
     broken.mkdir()
     (broken / "image.toml").write_text(
         'parent = "base"\n[[packages]]\ninstall = ["layerkit-no-such-package"]\n')
-    proc = subprocess.run([sys.executable, "-m", "layerkit.cli", "build", "--images", str(images),
+    proc = subprocess.run([sys.executable, "-m", "layerkit", "build", "--images", str(images),
                            broken.name], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 1

@@ -10,11 +10,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from typer.testing import CliRunner
-
-from layerkit import cluster
-from layerkit.cli import app
-from layerkit.engine import (
+from layerkit.cli.app import app
+from layerkit.engine.client import (
     Container,
     DockerClient,
     exec_in,
@@ -23,6 +20,9 @@ from layerkit.engine import (
     put_files,
     remove_container,
 )
+from typer.testing import CliRunner
+
+from layerkit.cluster import cluster
 from tests.conftest import IMAGES
 from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, url_of, wait_until
 

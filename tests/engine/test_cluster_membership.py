@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-
-from layerkit import cluster
-from layerkit.engine import (
+from layerkit.engine.client import (
     Container,
     DockerClient,
     create_network,
@@ -20,6 +18,8 @@ from layerkit.engine import (
     put_files,
     remove_container,
 )
+
+from layerkit.cluster import cluster
 from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
 
 

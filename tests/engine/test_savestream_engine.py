@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterable
 
 import pytest
+from layerkit.engine.client import DockerClient
 
-from layerkit import engine, savestream, unixhttp
-from layerkit.engine import DockerClient
+from layerkit.engine import client as engine
+from layerkit.engine import save as savestream
+from layerkit.engine import unixhttp
+from layerkit.engine.save import SaveStream
 from layerkit.errors import NotFound
-from layerkit.savestream import SaveStream
 
 MISSING = "layerkit/no-such-image:never"
 THREAD = "save-read-ahead"

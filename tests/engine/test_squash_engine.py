@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from layerkit.engine.client import DockerClient
 
-from layerkit import engine, imagecfg, squash
-from layerkit.archive import SavedImage, read_archive
-from layerkit.build import BuiltImage, context_tar, squash_own_layers
-from layerkit.dockerfile import Generated
-from layerkit.engine import DockerClient
+from layerkit.build.build import BuiltImage, context_tar, squash_own_layers
+from layerkit.build.dockerfile import Generated
+from layerkit.engine import client as engine
 from layerkit.errors import EngineError
-from layerkit.fsview import replay
-from layerkit.squash import SquashOptions
+from layerkit.image.archive import SavedImage, read_archive
+from layerkit.image.fsview import replay
+from layerkit.squash import config as imagecfg
+from layerkit.squash import squash
+from layerkit.squash.squash import SquashOptions
 
 BASE = "layerkit/base:latest"
 LABEL = {"org.layerkit.test": "1"}

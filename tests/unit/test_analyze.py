@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from layerkit.cli.app import app
 from typer.testing import CliRunner
 
-from layerkit.analyze import AnalyzeReport, ImageReport, analyze
-from layerkit.archive import read_archive
-from layerkit.cli import app
-from layerkit.divecompat import dive_figures
-from layerkit.lint import lint_text
-from layerkit.report_analyze import _short
+from layerkit.analyze.analyze import AnalyzeReport, ImageReport, analyze
+from layerkit.analyze.dive import dive_figures
+from layerkit.analyze.lint import lint_text
+from layerkit.analyze.render import _short
+from layerkit.image.archive import read_archive
 from tests.conftest import DATA
 from tests.imagetar import (
     Image,

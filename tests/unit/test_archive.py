@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from layerkit.archive import Archive, gc_paused, open_layer, read_archive
 from layerkit.errors import ArchiveError, MissingLayer, NotATar, TruncatedArchive
+from layerkit.image.archive import Archive, gc_paused, open_layer, read_archive
 from tests.imagetar import (
     Image,
     compress,

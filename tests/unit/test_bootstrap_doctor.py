@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from layerkit import bootstrap, doctor
+from layerkit import doctor
+from layerkit.build import bootstrap
 from layerkit.errors import UsageError
 
 

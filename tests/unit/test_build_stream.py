@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from layerkit.build import BuildEvent, _consume, _parse_step, _StreamState
+from layerkit.build.build import BuildEvent, _consume, _parse_step, _StreamState
 from layerkit.errors import BuildError
 
 STREAM = [

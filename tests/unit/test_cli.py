@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerkit import __version__
-from layerkit.cli import app
+from layerkit.cli.app import app
 from tests.conftest import ROOT
 from tests.unit.test_specs import write_spec
 
@@ -58,7 +58,7 @@ def test_unknown_image_name_exit_2() -> None:
 @pytest.mark.parametrize("host", ["tcp://127.0.0.1:9", "unix:///nonexistent/docker.sock"])
 def test_unreachable_engine_is_one_line_exit_1(host: str) -> None:
     env = {**os.environ, "DOCKER_HOST": host}
-    proc = subprocess.run([sys.executable, "-m", "layerkit.cli", "build"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "layerkit", "build"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     lines = error_lines(proc.stderr)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from layerkit.archive import Entry
-from layerkit.divecompat import DiveFigures, _figures, dive_figures
-from layerkit.fsview import is_opaque_marker, whiteout_target
+from layerkit.analyze.dive import DiveFigures, _figures, dive_figures
+from layerkit.image.archive import Entry
+from layerkit.image.fsview import is_opaque_marker, whiteout_target
 from tests.randomlayers import random_layers
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from layerkit.build import context_tar, parent_ref
-from layerkit.dockerfile import generate
-from layerkit.specs import ImageSpec, load, load_all
+from layerkit.build.build import context_tar, parent_ref
+from layerkit.build.dockerfile import generate
+from layerkit.build.specs import ImageSpec, load, load_all
 from tests.conftest import DATA, IMAGES, PACKAGE_DIR
 from tests.unit.test_specs import write_spec
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from layerkit import engine
-from layerkit.archive import read_archive
-from layerkit.savestream import SaveStream
+from layerkit.engine import client as engine
+from layerkit.engine.save import SaveStream
+from layerkit.image.archive import read_archive
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 

@@ -1,4 +1,4 @@
-"""`layerkit.entry`: which command lines start a save before typer is imported, and the table
+"""`layerkit.cli.entry`: which command lines start a save before typer is imported, and the table
 of analyze's options that take a value, checked against the command typer builds."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from layerkit.cli.app import app
 
-from layerkit import entry, unixhttp
-from layerkit.cli import app
+from layerkit.cli import entry
+from layerkit.engine import unixhttp
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 
@@ -115,7 +116,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     code = ("import sys; from layerkit import entry; entry.start(['analyze', 'a:1'], "
             f"{{'DOCKER_HOST': 'unix://{path}'}}); "
             "print(bool(entry._early), *sorted(m for m in ('typing', 're', 'json', 'threading', "
-            "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.savestream') "
+            "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.engine.save') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True, env={}, cwd=tmp_path)
@@ -126,7 +127,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
 
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:
     """The console script's code path (entry.main) in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-c", "from layerkit.entry import main; main()",
+    return subprocess.run([sys.executable, "-c", "from layerkit.cli.entry import main; main()",
                            *argv], capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from layerkit.archive import Entry, read_archive
-from layerkit.fsview import Hidden, Hider, View, replay, whiteout_target
+from layerkit.image.archive import Entry, read_archive
+from layerkit.image.fsview import Hidden, Hider, View, replay, whiteout_target
 from tests.imagetar import (
     Image,
     Member,

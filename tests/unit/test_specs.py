@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from layerkit.build.specs import build_order, load, load_all, locate
 from layerkit.errors import SpecError, UsageError
-from layerkit.specs import build_order, load, load_all, locate
 from tests.conftest import IMAGES, PACKAGE_DIR
 
 

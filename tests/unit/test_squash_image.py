@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from layerkit.archive import read_archive
 from layerkit.errors import NothingToSquash, UsageError
-from layerkit.fsview import replay
-from layerkit.imagecfg import image_id, squashed_config
-from layerkit.squash import SquashOptions, choose_start, squash
+from layerkit.image.archive import read_archive
+from layerkit.image.fsview import replay
+from layerkit.squash.config import image_id, squashed_config
+from layerkit.squash.squash import SquashOptions, choose_start, squash
 from tests.imagetar import (
     Image,
     directory,
@@ -168,8 +168,8 @@ def test_disk_full_is_one_clean_error_and_no_temp_files(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import errno  # noqa: PLC0415
 
-    from layerkit import squash as squash_module  # noqa: PLC0415
     from layerkit.errors import SquashError  # noqa: PLC0415
+    from layerkit.squash import squash as squash_module  # noqa: PLC0415
 
     def full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -10,10 +10,10 @@ import tarfile
 
 import pytest
 
-from layerkit.archive import SavedImage, read_archive
 from layerkit.errors import SquashError, UnsafeEntry
-from layerkit.fsview import replay
-from layerkit.merge import MergePlan, plan_merge, write_layer, write_layer_seekable
+from layerkit.image.archive import SavedImage, read_archive
+from layerkit.image.fsview import replay
+from layerkit.squash.merge import MergePlan, plan_merge, write_layer, write_layer_seekable
 from tests.imagetar import (
     Image,
     Member,

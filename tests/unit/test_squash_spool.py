@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import io
 
-from layerkit.archive import read_archive
-from layerkit.merge import plan_merge, write_layer, write_layer_seekable
-from layerkit.spool import Spool
+from layerkit.image.archive import read_archive
+from layerkit.squash.merge import plan_merge, write_layer, write_layer_seekable
+from layerkit.squash.spool import Spool
 from tests.imagetar import Image, directory, file, layer, legacy_archive, sha, whiteout
 
 BASE1 = layer(directory("etc"), file("etc/a", 5000), file("etc/b", b"b"))

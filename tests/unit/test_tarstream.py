@@ -8,7 +8,15 @@ import tarfile
 
 import pytest
 
-from layerkit.tarstream import BLOCK, BadHeader, Bounded, ChunkReader, Counted, headers, is_header
+from layerkit.image.tarstream import (
+    BLOCK,
+    BadHeader,
+    Bounded,
+    ChunkReader,
+    Counted,
+    headers,
+    is_header,
+)
 
 
 def _tar(fmt: int, members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from layerkit import savestream, unixhttp
-from layerkit.archive import read_archive
+from layerkit.engine import save as savestream
+from layerkit.engine import unixhttp
+from layerkit.engine.save import SaveStream, unix_errors
+from layerkit.engine.unixhttp import HTTPStatusError, ProtocolError
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
-from layerkit.savestream import SaveStream, unix_errors
-from layerkit.unixhttp import HTTPStatusError, ProtocolError
+from layerkit.image.archive import read_archive
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
 TIMEOUT = 5.0

@@ -1,0 +1,98 @@
+"""What every `layerkit` command shares: the Typer app, the consoles, the output formats and
+`fails_cleanly`. Light on purpose: each command imports its own modules when it runs, so the
+start-up that every invocation pays (and `analyze`'s race with the engine) stays short."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import typer
+
+from layerkit.errors import BuildError, LayerkitError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "PACKAGE_DIR", "OutputFormat", "Printer", "State", "app", "err", "fails_cleanly", "out",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="layerkit",
+    help="Build small, well-layered container images and run them as a self-organising cluster.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+# C0/C1 control characters other than tab and newline, shown escaped: names read from images
+# (paths, tags, commands) must not drive the terminal
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0))}
+
+
+class Printer:
+    """Plain text to stdout or stderr. Output is never styled, so rich (about 35 ms to import,
+    and it would read `:name:` in a path as an emoji code) is loaded only for the build's
+    progress display, through `console`."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.stderr = stderr
+        self._console: Console | None = None
+
+    def print(self, text: str = "", *, markup: bool = False, end: str = "\n") -> None:
+        del markup  # text is never read as markup
+        stream = sys.stderr if self.stderr else sys.stdout
+        stream.write(text.translate(_CONTROLS) + end)
+        if self.stderr:
+            stream.flush()
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+
+err = Printer(stderr=True)
+out = Printer()
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class State:
+    verbose = False
+
+
+def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """A LayerkitError becomes one line (plus a hint) on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except LayerkitError as exc:
+            if isinstance(exc, BuildError) and exc.log_tail:
+                err.print("\n".join(f"  | {line}" for line in exc.log_tail), markup=False)
+            err.print(f"error: {' '.join(exc.message.split())}", markup=False)
+            if exc.hint:
+                err.print(f"hint: {exc.hint}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper

@@ -1,0 +1,148 @@
+"""What a running cluster looks like: containers, Serf members, HAProxy's servers, its URLs.
+
+Serf's and HAProxy's views are read from inside the load balancer (`agent/lbstatus.py`, run
+through the engine), so no password or route to the container is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from layerkit.engine.client import Container, exec_in, refresh
+
+HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
+_SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    url: str | None
+    stats_url: str | None
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    name: str
+    role: str
+    state: str
+    address: str
+    restarts: int
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    name: str
+    address: str
+    status: str
+    role: str
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    name: str
+    address: str
+    status: str
+    check: str
+    sessions: int
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    name: str
+    endpoints: Endpoints
+    containers: tuple[ContainerRow, ...]
+    members: tuple[MemberRow, ...]   # empty when the load balancer does not run
+    servers: tuple[ServerRow, ...]   # HAProxy's view of each backend
+    haproxy: bool                    # HAProxy answered on its admin socket
+
+
+@dataclass(frozen=True)
+class LbView:
+    members: tuple[MemberRow, ...]
+    servers: tuple[ServerRow, ...]
+    haproxy: bool
+
+
+def serving_addresses(view: LbView) -> set[str]:
+    """The IP addresses of the servers HAProxy has UP (its `addr` is `ip:port`)."""
+    return {(s.address.rpartition(":")[0] or s.address).strip("[]")
+            for s in view.servers if s.status.startswith("UP")}
+
+
+def lb_view(lb: Container | None) -> LbView | None:
+    """Serf's and HAProxy's views from inside a running load balancer, or None."""
+    if lb is None or lb.status != "running":
+        return None
+    code, output = exec_in(lb, ["python3", "-m", "layerkit.agent.lbstatus"])
+    if code != 0:
+        return None
+    try:
+        raw = json.loads(output)
+    except ValueError:
+        return None
+    return parse_view(raw) if isinstance(raw, dict) else None
+
+
+def wait_members(lb: Container | None, expected: int, *, timeout: float) -> bool:
+    """Poll until the load balancer's Serf sees `expected` alive web members."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = lb_view(refresh(lb) if lb is not None else None)
+        if view is not None and sum(1 for m in view.members
+                                    if m.role == "web" and m.status == "alive") >= expected:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def parse_view(raw: dict[str, object]) -> LbView:
+    members = tuple(MemberRow(shown(m.get("name")), shown(m.get("address")),
+                              shown(m.get("status")), shown(m.get("role")))
+                    for m in _dicts(raw.get("members")))
+    servers = tuple(ServerRow(shown(s.get("name")), shown(s.get("address")),
+                              shown(s.get("status")), shown(s.get("check")),
+                              _int(s.get("sessions")))
+                    for s in _dicts(raw.get("servers")))
+    return LbView(members, servers, raw.get("haproxy") is True)
+
+
+def container_row(container: Container, network: str, role_label: str) -> ContainerRow:
+    attrs = container.attrs
+    nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    address = (nets.get(network) or {}).get("IPAddress") or ""
+    return ContainerRow(container.name or "", container.labels.get(role_label, "?"),
+                        container.status, address, int(attrs.get("RestartCount") or 0))
+
+
+def endpoints_of(lb: Container | None) -> Endpoints:
+    if lb is None:
+        return Endpoints(None, None)
+    ports = (refresh(lb).attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    return Endpoints(_url(ports.get(HTTP_PORT), "/"), _url(ports.get(STATS_PORT), "/stats"))
+
+
+def _url(bindings: object, path: str) -> str | None:
+    if not isinstance(bindings, list) or not bindings or not isinstance(bindings[0], dict):
+        return None
+    host = str(bindings[0].get("HostIp") or "127.0.0.1")
+    host = "127.0.0.1" if host == "0.0.0.0" else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{bindings[0].get('HostPort')}{path}"
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _int(value: object) -> int:
+    text = str(value)
+    return int(text) if text.isdigit() else 0
+
+
+def shown(value: object) -> str:
+    """Member data comes from the network: anything unusual is shown escaped, on one line."""
+    text = "" if value is None else str(value)
+    return text if _SHOWN_RE.fullmatch(text) else repr(text)[:80]

@@ -1,0 +1,402 @@
+"""`layerkit squash`: merge a range of an image's layers into one, load it, verify it, tag it.
+
+Phases (each timed for the summary):
+
+1. read: one `docker save` stream (or the user's archive) is parsed as it arrives for every
+   layer's entries and content hashes; by default the stream is also spooled to a temporary file
+   so the merge can read the range's layers from it (kept layers are dropped from the spool as
+   soon as they have passed, see `spool`). `low_disk` (chosen by itself when the
+   temporary directory lacks room for that) reads the image a second time from the engine
+   instead, so the only temporary file is the new layer.
+2. merge: `merge.plan_merge` decides from metadata, newest layer first, what the new layer holds;
+   `merge.write_layer*` copies it into one temporary tar, hashing it (its diff_id) on the way.
+3. load: a tar holding just the new layer, the new config and a manifest is streamed to the
+   engine; the kept layers are found by chain ID and not sent again.
+4. verify (concurrently with the load): the new layer's bytes are read back and the merged tree of
+   kept layers + new layer must equal the source's (paths, kinds, modes, owners, link targets,
+   content hashes); the engine must report exactly the diff_ids written. Only then is the tag set.
+
+The source image is never modified or deleted. Any failure or interruption removes the temporary
+directory and an image this run loaded but did not tag; the tag moves only at the very end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import gc
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import zstandard
+
+from layerkit.engine import client as engine
+from layerkit.engine.client import DockerClient
+from layerkit.errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
+from layerkit.image.archive import Archive, Layer, SavedImage, read_archive
+from layerkit.image.tarstream import iter_chunks_reader
+from layerkit.squash.config import (
+    ArchiveWriter,
+    created_time,
+    file_chunks,
+    image_id,
+    load_stream,
+    squashed_config,
+)
+from layerkit.squash.merge import (
+    MergePlan,
+    WrittenLayer,
+    plan_merge,
+    write_layer,
+    write_layer_seekable,
+)
+from layerkit.squash.spool import Spool
+from layerkit.squash.verify import result_matches
+
+__all__ = ["Phases", "SquashOptions", "SquashResult", "choose_start", "squash"]
+
+OnPhase = Callable[[str], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SquashOptions:
+    tag: str | None = None                  # -t: the name the result gets
+    base: str | None = None                 # --from: keep this image's layers
+    last: int | None = None                 # --last: squash the last N rootfs layers
+    all_layers: bool = False                # --all
+    archive: Path | None = None             # --archive: read a saved image, no engine
+    archive_out: Path | None = None         # --archive-out: write the result (gzip layers)
+    load: bool = True                       # load into the engine (needs a tag)
+    reproducible: bool = False
+    verify: bool = True
+    low_disk: bool = False                  # read the image twice instead of spooling it
+    tmp_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Phases:
+    read: float = 0.0
+    merge: float = 0.0
+    load: float = 0.0
+    verify: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.read + self.merge + self.load + self.verify
+
+
+@dataclass(frozen=True)
+class SquashResult:
+    source: str
+    source_id: str
+    tag: str | None
+    image_id: str
+    layers_before: int
+    layers_after: int
+    squashed_layers: int
+    bytes_before: int            # file content bytes of all layers (what layer tars carry)
+    bytes_after: int
+    layer_bytes: int             # size of the new layer tar
+    markers: int                 # whiteout/opaque markers in the new layer
+    converted_hardlinks: int
+    verified: bool
+    loaded: bool
+    archive_out: str | None
+    phases: Phases = field(default_factory=Phases)
+
+
+def choose_start(layers: int, *, base_layers: Sequence[str] | None, source_layers: Sequence[str],
+                 last: int | None, all_layers: bool) -> int:
+    """Index of the first layer squashed; NothingToSquash when fewer than two are in range."""
+    chosen = sum([base_layers is not None, last is not None, all_layers])
+    if chosen != 1:
+        raise UsageError("choose exactly one of --from BASE, --last N or --all")
+    if all_layers:
+        start = 0
+    elif last is not None:
+        if last < 1 or last > layers:
+            raise UsageError(f"--last {last}: the image has {layers} rootfs layers")
+        start = layers - last
+    else:
+        assert base_layers is not None
+        if list(source_layers[: len(base_layers)]) != list(base_layers):
+            raise UsageError("--from: the image is not built on that base (its layers differ)")
+        start = len(base_layers)
+    if layers - start < 2:
+        raise NothingToSquash(f"nothing to squash: {layers - start} layer(s) in range "
+                              f"({layers} in the image)")
+    return start
+
+
+def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
+           environ: Mapping[str, str], on_phase: OnPhase = lambda _: None) -> SquashResult:
+    """Squash `ref` (from the engine, or from `opts.archive`) as `opts` says."""
+    if opts.tag is None and opts.archive_out is None:
+        raise UsageError("say where the result goes: -t NEW_TAG and/or --archive-out FILE")
+    if opts.load and opts.tag is not None and client is None:
+        raise UsageError("loading the result needs an engine (or pass --no-load)")
+    collecting = gc.isenabled()
+    gc.disable()  # millions of small acyclic objects: collections would rescan them again and again
+    _one_malloc_arena()
+    try:
+        with tempfile.TemporaryDirectory(prefix="layerkit-squash-", dir=opts.tmp_dir) as tmp:
+            return _Run(client, ref, opts, environ=environ, tmp=Path(tmp), on_phase=on_phase).run()
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            where = opts.tmp_dir or tempfile.gettempdir()
+            raise SquashError(f"no space left for temporary files in {where} "
+                              "(set TMPDIR, or try --low-disk)") from None
+        if exc.filename:  # an output or temporary path that cannot be written
+            raise SquashError(f"{exc.filename}: {exc.strerror or exc}") from None
+        raise
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _one_malloc_arena() -> None:
+    """glibc gives the verify thread a heap (arena) of its own whose freed buffers stay mapped;
+    one arena for the process keeps the peak lower. Nothing happens off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
+
+
+class _Run:
+    """One squash: the state shared by its phases."""
+
+    def __init__(self, client: DockerClient | None, ref: str | None, opts: SquashOptions, *,
+                 environ: Mapping[str, str], tmp: Path, on_phase: OnPhase) -> None:
+        self.client, self.ref, self.opts, self.environ = client, ref, opts, environ
+        self.tmp, self.on_phase = tmp, on_phase
+        self.spool = tmp / "source.tar" if opts.archive is None else opts.archive
+        self.times: dict[str, float] = {}
+        self.existed = True  # was the result's image ID already in the engine before the load?
+        self.low_disk = opts.low_disk
+        self.spooled: Callable[[int], int] = lambda offset: offset  # stream -> spool offsets
+
+    def run(self) -> SquashResult:
+        image, start = self._timed("read", self._read)
+        layer_path = self.tmp / "layer.tar"
+        plan = self._timed("merge", lambda: plan_merge([lay.entries for lay in image.layers],
+                                                       start))
+        written = self._timed("merge", lambda: self._merge(image, plan, layer_path))
+        created = created_time(reproducible=self.opts.reproducible, environ=self.environ,
+                               source_config=image.config)
+        config = squashed_config(image, start, written.diff_id, created)
+        new_id = image_id(config)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            check = pool.submit(result_matches, image, start, layer_path, config) \
+                if self.opts.verify else None
+            try:
+                loaded = self._timed("load", lambda: self._load(layer_path, config, start, new_id))
+                self._timed("verify", lambda: self._verify(check, loaded, new_id, config))
+                if self.opts.archive_out is not None:  # writing the result counts as loading it
+                    self._timed("load", lambda: self._write_archive(image, start, layer_path,
+                                                                    config))
+                if loaded and self.opts.tag is not None:
+                    assert self.client is not None
+                    engine.tag_image(self.client, new_id, self.opts.tag)
+            except BaseException:
+                self._forget(new_id)
+                raise
+        return self._result(image, start, plan, written, new_id=new_id, loaded=loaded)
+
+    def _timed(self, phase: str, step: Callable[[], T]) -> T:
+        self.on_phase(phase)
+        started = time.perf_counter()
+        try:
+            return step()
+        finally:
+            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - started
+
+    # --- read --------------------------------------------------------------------------------
+
+    def _read(self) -> tuple[SavedImage, int]:
+        if self.opts.archive is not None:
+            if not self.opts.archive.is_file():
+                raise NotFound(f"no archive at {self.opts.archive}")
+            archive = read_archive(self.opts.archive, hash_content=self.opts.verify)
+            image = _pick(archive, self.ref)
+            return image, self._start(image, archive)
+        client, ref = self._engine_source()
+        info = engine.inspect_image(client, ref)
+        source_layers = list(info.get("RootFS", {}).get("Layers") or [])
+        start = choose_start(len(source_layers), base_layers=self._base_layers(None),
+                             source_layers=source_layers, last=self.opts.last,
+                             all_layers=self.opts.all_layers)
+        # spooling needs room for the saved image and the new layer; else read the image twice
+        self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
+        with engine.save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
+            if self._spooling:
+                # kept layers are not read again (unless --archive-out copies them): not spooled
+                drop = set() if self.opts.archive_out else \
+                    set(source_layers[:start]) - set(source_layers[start:])
+                with open(self.spool, "wb") as fh:
+                    spool = Spool(fh, drop)
+                    image = read_archive(spool.tee(stream),
+                                         hash_content=self.opts.verify).images[0]
+                self.spooled = spool.offset
+            else:
+                image = read_archive(stream, hash_content=self.opts.verify).images[0]
+        if [layer.digest for layer in image.layers] != source_layers:
+            raise SquashError(f"{ref} changed while it was being read; retry")
+        return image, start
+
+    @property
+    def _spooling(self) -> bool:
+        return self.opts.archive is None and (not self.low_disk
+                                              or self.opts.archive_out is not None)
+
+    def _engine_source(self) -> tuple[DockerClient, str]:
+        if self.client is None or self.ref is None:
+            raise UsageError("name the image to squash, or pass --archive FILE")
+        return self.client, self.ref
+
+    def _start(self, image: SavedImage, archive: Archive) -> int:
+        source_layers = [layer.digest for layer in image.layers]
+        return choose_start(len(image.layers), base_layers=self._base_layers(archive),
+                            source_layers=source_layers, last=self.opts.last,
+                            all_layers=self.opts.all_layers)
+
+    def _base_layers(self, archive: Archive | None) -> list[str] | None:
+        base = self.opts.base
+        if base is None:
+            return None
+        for image in archive.images if archive is not None else ():
+            if base in image.refs or image.config_digest == base:
+                return [layer.digest for layer in image.layers]
+        if self.client is None:
+            raise UsageError(f"--from {base}: not in the archive, and no engine to ask")
+        return list(engine.inspect_image(self.client, base).get("RootFS", {}).get("Layers")
+                    or [])
+
+    # --- merge and load ----------------------------------------------------------------------
+
+    def _merge(self, image: SavedImage, plan: MergePlan, out_path: Path) -> WrittenLayer:
+        with open(out_path, "wb") as out:
+            if self._spooling or self.opts.archive is not None:
+                layers = [dataclasses.replace(layer, data_offset=self.spooled(layer.data_offset))
+                          if layer.index >= plan.start else layer for layer in image.layers]
+                with open(self.spool, "rb") as fh:
+                    return write_layer_seekable(fh, layers, plan, out)
+            client, ref = self._engine_source()
+            with engine.save_image(client, ref, chunk_size=256 << 10) as again:
+                return write_layer(iter_chunks_reader(again), image.layers, plan, out)
+
+    def _load(self, layer_path: Path, config: dict[str, Any], start: int,
+              new_id: str) -> bool:
+        if not self.opts.load or self.opts.tag is None:
+            return False
+        assert self.client is not None
+        self.existed = engine.find_image(self.client, new_id) is not None
+        engine.load_image(self.client, load_stream(layer_path, config, start))
+        return True
+
+    def _verify(self, check: Future[str | None] | None, loaded: bool, new_id: str,
+                config: dict[str, Any]) -> None:
+        if check is not None and (problem := check.result()) is not None:
+            raise VerifyFailed(f"the squashed filesystem differs from the source's: {problem}")
+        if loaded:
+            assert self.client is not None
+            got = engine.inspect_image(self.client, new_id).get("RootFS", {}).get("Layers")
+            want = config["rootfs"]["diff_ids"]
+            if got != want:
+                raise VerifyFailed(f"the engine holds other layers than were written for "
+                                   f"{new_id[:19]}")
+
+    def _forget(self, new_id: str) -> None:
+        """After a failure or an interrupt (even mid-load): remove the image this run may have
+        loaded, unless it was there before."""
+        if not self.existed and self.client is not None:
+            with contextlib.suppress(Exception):
+                engine.remove_image(self.client, new_id)
+
+    def _write_archive(self, image: SavedImage, start: int, layer_path: Path,
+                       config: dict[str, Any]) -> None:
+        assert self.opts.archive_out is not None
+        target = self.opts.archive_out
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with open(partial, "wb") as out, open(self.spool, "rb") as src:
+                writer = ArchiveWriter(out)
+                for layer in image.layers[:start]:
+                    writer.add_layer(layer.digest, _stored_tar(src, layer))
+                writer.add_layer(config["rootfs"]["diff_ids"][-1], file_chunks(layer_path))
+                writer.finish(config, self.opts.tag)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    # --- the summary -------------------------------------------------------------------------
+
+    def _result(self, image: SavedImage, start: int, plan: MergePlan, written: WrittenLayer, *,
+                new_id: str, loaded: bool) -> SquashResult:
+        kept = image.layers[:start]
+        before = sum(layer.content_bytes for layer in image.layers)
+        after = sum(layer.content_bytes for layer in kept) + _planned_bytes(image.layers, plan)
+        source_id = image.config_digest
+        return SquashResult(
+            source=self.ref or str(self.opts.archive), source_id=source_id, tag=self.opts.tag,
+            image_id=new_id, layers_before=len(image.layers), layers_after=start + 1,
+            squashed_layers=len(image.layers) - start, bytes_before=before, bytes_after=after,
+            layer_bytes=written.size, markers=len(plan.markers),
+            converted_hardlinks=sum(len(c.paths) for c in plan.conversions),
+            verified=self.opts.verify, loaded=loaded,
+            archive_out=str(self.opts.archive_out) if self.opts.archive_out else None,
+            phases=Phases(**{k: round(v, 3) for k, v in self.times.items()}))
+
+
+def _short_of_space(directory: Path, image_size: int) -> bool:
+    """Too little room to spool the saved image (tar headers add a little) plus the new layer."""
+    return shutil.disk_usage(directory).free < 2.2 * image_size
+
+
+def _pick(archive: Archive, ref: str | None) -> SavedImage:
+    if ref is None:
+        if len(archive.images) != 1:
+            raise UsageError(f"the archive holds {len(archive.images)} images: name one")
+        return archive.images[0]
+    for image in archive.images:
+        if ref in image.refs or image.config_digest.startswith(ref) or \
+                image.config_digest.removeprefix("sha256:").startswith(ref):
+            return image
+    raise NotFound(f"{ref} is not in the archive")
+
+
+def _planned_bytes(layers: Sequence[Layer], plan: MergePlan) -> int:
+    total = 0
+    for index in range(plan.start, len(layers)):
+        entries = layers[index].entries
+        total += sum(entries[k].size for k in plan.kept_in(index))
+    files = {(layer.index, e.path): e.size for layer in layers[plan.start:]
+             for e in layer.entries if e.kind == "file"}
+    return total + sum(files.get((c.layer, c.target), 0) for c in plan.conversions)
+
+
+def _stored_tar(fh: IO[bytes], layer: Layer) -> Iterator[bytes]:
+    """A layer's uncompressed tar from a seekable archive, in chunks."""
+    fh.seek(layer.data_offset)
+    left = layer.stored_size
+    unpack: zlib._Decompress | zstandard.ZstdDecompressionObj | None = None
+    if layer.compression == "gzip":
+        unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif layer.compression == "zstd":
+        unpack = zstandard.ZstdDecompressor().decompressobj()
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 20))
+        if not chunk:
+            raise SquashError(f"layer {layer.index} ends early in the source archive")
+        left -= len(chunk)
+        yield unpack.decompress(chunk) if unpack is not None else chunk
+
+
