@@ -19,6 +19,7 @@ from typing import Literal
 from layerkit.build import bootstrap
 from layerkit.engine.client import DockerClient, connect, engine_info, find_image
 from layerkit.errors import EngineUnavailable, LayerkitError, UsageError
+from layerkit.render import dump_json, tabulate
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = {"dockerd": "docker.io", "mmdebstrap": "mmdebstrap"}
@@ -164,3 +165,14 @@ def _wait_for_engine(env: Mapping[str, str], seconds: float) -> None:
                 raise EngineUnavailable(f"dockerd did not answer within {seconds:.0f} s",
                                         hint=f"see {DOCKERD_LOG}") from None
             time.sleep(0.5)
+
+
+def doctor_table(report: DoctorReport) -> str:
+    marks = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
+    rows = [(c.name, marks[c.status], c.detail) for c in report.checks]
+    return tabulate(rows, headers=("check", "status", "detail"))
+
+
+def doctor_json(report: DoctorReport) -> str:
+    return dump_json("doctor", {"ok": report.ok, "fixed": list(report.fixed), "checks": [
+        {"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]})

@@ -1,4 +1,4 @@
-"""The cluster commands: up, scale, status, down (issue 3)."""
+"""The cluster commands: up, scale, status, down."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, err, fails_cleanly, out
+from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
 from layerkit.errors import ClusterError
-
-__all__ = ["register"]
 
 ClusterName = Annotated[str, typer.Option(
     "--name", "-n", envvar="LAYERKIT_CLUSTER", help="Cluster name; several run side by side.")]
@@ -18,6 +16,8 @@ WaitSeconds = Annotated[float, typer.Option(
     "--wait", help="Seconds to wait until every web app serves (0: do not wait).")]
 
 
+@app.command("up")
+@fails_cleanly
 def up_cmd(
     *,
     scale: Annotated[int, typer.Option("--scale", help="Number of web apps.")] = 3,
@@ -36,8 +36,8 @@ def up_cmd(
     OutputFormat.table,
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
-    from layerkit import render as report
     from layerkit.cluster import cluster
+    from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
@@ -52,6 +52,8 @@ def up_cmd(
     _fail_unless_ready(result.ready, wait, name, scale)
 
 
+@app.command("scale")
+@fails_cleanly
 def scale_cmd(
     n: Annotated[int, typer.Argument(help="Number of web apps wanted.")],
     *,
@@ -61,8 +63,8 @@ def scale_cmd(
     OutputFormat.table,
 ) -> None:
     """Set the number of web apps live; replaces any removed behind layerkit's back."""
-    from layerkit import render as report
     from layerkit.cluster import cluster
+    from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
@@ -73,6 +75,8 @@ def scale_cmd(
     _fail_unless_ready(result.ready, wait, name, n)
 
 
+@app.command("status")
+@fails_cleanly
 def status_cmd(
     *,
     name: ClusterName = "demo",
@@ -82,8 +86,8 @@ def status_cmd(
     OutputFormat.table,
 ) -> None:
     """Containers, Serf members and HAProxy's view of each backend."""
-    from layerkit import render as report
     from layerkit.cluster import cluster
+    from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
@@ -96,6 +100,8 @@ def status_cmd(
               else report.cluster_status_table(result), markup=False)
 
 
+@app.command("down")
+@fails_cleanly
 def down_cmd(
     *,
     name: ClusterName = "demo",
@@ -103,8 +109,8 @@ def down_cmd(
     OutputFormat.table,
 ) -> None:
     """Remove every container, network and volume labelled with the cluster's name."""
-    from layerkit import render as report
     from layerkit.cluster import cluster
+    from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
@@ -117,10 +123,3 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the cluster commands to `app` (where they appear in --help)."""
-    for name, command in (("up", up_cmd), ("scale", scale_cmd), ("status", status_cmd),
-                          ("down", down_cmd)):
-        app.command(name)(fails_cleanly(command))

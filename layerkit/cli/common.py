@@ -96,3 +96,12 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def explain(ctx: typer.Context, param: str, value: object) -> None:
+    """Under --verbose, say where a setting came from (option, environment or default)."""
+    if not State.verbose:
+        return
+    source = ctx.get_parameter_source(param)
+    origin = source.name.lower() if source is not None else "default"
+    err.print(f"setting {param} = {value} (from {origin})", markup=False)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from layerkit.cli.app import app
 from typer.testing import CliRunner
 
-from layerkit import render as report
 from layerkit.agent.lbstatus import parse_stat_csv
+from layerkit.cli.app import app
 from layerkit.cluster import cluster
+from layerkit.cluster import render as report
 from layerkit.cluster.view import (
     ClusterStatus,
     ContainerRow,
