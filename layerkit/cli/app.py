@@ -12,12 +12,14 @@ from typing import Annotated
 import typer
 
 from layerkit import __version__
-from layerkit.cli import analyze, build, cluster, doctor, squash
 from layerkit.cli.common import State, app, out
 
-__all__ = ["app", "main"]
-# imported for their effect: each module adds its commands to `app`
-COMMAND_MODULES = (doctor, build, cluster, analyze, squash)
+# each command module adds its commands to `app` when imported, and --help lists them in this order
+# isort: split
+from layerkit.cli import doctor, build, analyze, squash, cluster  # noqa: I001
+
+__all__ = ["COMMAND_MODULES", "app", "main"]
+COMMAND_MODULES = (doctor, build, analyze, squash, cluster)
 
 
 def _version(value: bool) -> None:
