@@ -22,7 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from layerkit.engine.client import (
+from layerkit.cluster import cluster
+from layerkit.cluster import view as clusterview
+from layerkit.engine import (
     Container,
     DockerClient,
     connect,
@@ -31,9 +33,6 @@ from layerkit.engine.client import (
     remove_container,
     stop_container,
 )
-
-from layerkit.cluster import cluster
-from layerkit.cluster import view as clusterview
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_LOG = "/var/log/layerkit/events.log"

@@ -20,10 +20,9 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from layerkit.engine.client import DockerClient, connect, inspect_image
-
 from layerkit.build.build import context_tar
 from layerkit.build.dockerfile import Generated
+from layerkit.engine import DockerClient, connect, inspect_image
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

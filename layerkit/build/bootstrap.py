@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerkit.engine.client import DockerClient, engine_errors, find_image, pull_image
+from layerkit.engine import DockerClient, engine_errors, find_image, pull_image
 from layerkit.errors import BootstrapError
 
 ROOTFS_REPO = "layerkit/rootfs"

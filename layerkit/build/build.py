@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
-from layerkit.engine.client import DockerClient, connect, engine_errors, find_image, inspect_image, tag_image
+from layerkit.engine import DockerClient, connect, engine_errors, find_image, inspect_image, tag_image
 from layerkit.errors import BuildError, LayerkitError, NothingToSquash
 from layerkit.build.specs import ImageSpec
 from layerkit.squash.squash import SquashOptions

@@ -33,7 +33,7 @@ from layerkit.cluster.view import (
     serving_addresses,
     wait_members,
 )
-from layerkit.engine.client import (
+from layerkit.engine import (
     Container,
     ContainerSpec,
     DockerClient,

@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from layerkit.engine.client import Container, exec_in, refresh
+from layerkit.engine import Container, exec_in, refresh
 
 HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
 _SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")

@@ -17,16 +17,23 @@ the whole image to a temporary directory before its first byte, start-up overlap
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import cast
+from typing import Any, cast
+from urllib.parse import quote
+
+import docker.errors
+import requests.exceptions
+from docker import DockerClient
 
 from layerkit.engine import unixhttp
+from layerkit.engine.client import engine_errors
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 
-__all__ = ["SaveStream", "image_exists", "save_unix", "socket_path"]
+__all__ = ["SaveStream", "image_exists", "save_image", "save_unix", "socket_path"]
 
 DEFAULT_SOCKET = unixhttp.DEFAULT_SOCKET
 socket_path = unixhttp.socket_path
@@ -178,3 +185,51 @@ def _pump(chunks: Iterator[bytes], buffer: queue.Queue[object], stop: threading.
             offer(exc)
 
 
+def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
+               read_ahead: int = 8) -> SaveStream:
+    """The `docker save` stream of `ref`, as it arrives (legacy or OCI layout, per engine).
+
+    A thread sends the request at once and keeps up to `read_ahead` chunks of up to
+    `chunk_size` in flight: the engine starts (an engine of Docker 20-24 writes the whole image
+    to a temporary directory before its first byte) while the caller gets ready, and keeps
+    writing while the caller parses and hashes. Errors, a missing image among them, are raised
+    by the first `next()`. Dropping or closing the stream stops the thread.
+
+    On a unix socket this is `savestream.save_unix` (no SDK on the way: see `unixhttp`).
+    """
+    api = client.api
+    socket_path = getattr(api.get_adapter(api.base_url), "socket_path", None)
+    if isinstance(socket_path, str):
+        return save_unix(socket_path, ref, api_version=api.api_version,
+                                    chunk_size=chunk_size, read_ahead=read_ahead)
+    target = f"/v{api.api_version}/images/{quote(ref, safe='/:')}/get"
+    return SaveStream(_sdk_chunks(client, target, chunk_size), read_ahead,
+                      errors=functools.partial(engine_errors, f"saving image {ref}"))
+
+
+def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]:
+    """The same through the SDK's session, for tcp, TLS and ssh engines."""
+    api = client.api
+    # connect timeout as configured; no read timeout, as the SDK does for its streams
+    with api.get(api.base_url + target, stream=True, timeout=(api.timeout, None)) as response:
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            raise docker.errors.create_api_error_from_http_exception(exc) from None
+        read = _piece_reader(response.raw)
+        while chunk := read(size):
+            yield chunk
+
+
+def _piece_reader(raw: Any) -> Callable[[int], bytes]:
+    """`read1` of a urllib3 response: what one read of the connection gives (the engine's
+    chunks, 16-32 KiB), not `read(size)`, which waits to fill `size`: its last piece waited for
+    the connection's end, which an engine of Docker 20-24 sends only after deleting its
+    temporary copy of the image, while the reader stops at the tar's end (see
+    unixhttp.PIECE_WAIT). Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for
+    +0.13 s of CPU. `read` where read1 can't be had: urllib3 1.x, or a connection whose file
+    has no read1 (paramiko's channel file, for ssh:// engines), under http.client's read1."""
+    connection_file = getattr(getattr(raw, "_fp", None), "fp", None)
+    if hasattr(raw, "read1") and hasattr(connection_file, "read1"):
+        return cast(Callable[[int], bytes], raw.read1)
+    return cast(Callable[[int], bytes], raw.read)

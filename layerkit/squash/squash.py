@@ -39,8 +39,8 @@ from typing import IO, Any, TypeVar
 
 import zstandard
 
-from layerkit.engine import client as engine
-from layerkit.engine.client import DockerClient
+from layerkit import engine
+from layerkit.engine import DockerClient
 from layerkit.errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
 from layerkit.image.archive import Archive, Layer, SavedImage, read_archive
 from layerkit.image.tarstream import iter_chunks_reader

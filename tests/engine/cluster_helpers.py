@@ -10,9 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from layerkit.engine.client import DockerClient
-
 from layerkit.cluster import cluster
+from layerkit.engine import DockerClient
 
 
 def url_of(client: DockerClient, name: str) -> str:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from layerkit.engine.client import DockerClient
+
+from layerkit.engine import DockerClient
 
 
 @pytest.fixture(autouse=True)

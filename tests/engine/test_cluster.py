@@ -10,8 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from typer.testing import CliRunner
+
 from layerkit.cli.app import app
-from layerkit.engine.client import (
+from layerkit.cluster import cluster
+from layerkit.engine import (
     Container,
     DockerClient,
     exec_in,
@@ -20,9 +23,6 @@ from layerkit.engine.client import (
     put_files,
     remove_container,
 )
-from typer.testing import CliRunner
-
-from layerkit.cluster import cluster
 from tests.conftest import IMAGES
 from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, url_of, wait_until
 

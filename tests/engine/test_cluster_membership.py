@@ -6,7 +6,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from layerkit.engine.client import (
+
+from layerkit.cluster import cluster
+from layerkit.engine import (
     Container,
     DockerClient,
     create_network,
@@ -18,8 +20,6 @@ from layerkit.engine.client import (
     put_files,
     remove_container,
 )
-
-from layerkit.cluster import cluster
 from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
 
 

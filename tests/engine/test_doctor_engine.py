@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from layerkit.cli.app import app
-from layerkit.engine.client import DockerClient
 from typer.testing import CliRunner
+
+from layerkit.cli.app import app
+from layerkit.engine import DockerClient
 
 runner = CliRunner(env={"COLUMNS": "160"})
 

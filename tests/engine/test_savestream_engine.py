@@ -13,11 +13,10 @@ import time
 from collections.abc import Iterable
 
 import pytest
-from layerkit.engine.client import DockerClient
 
-from layerkit.engine import client as engine
+from layerkit import engine
+from layerkit.engine import DockerClient, unixhttp
 from layerkit.engine import save as savestream
-from layerkit.engine import unixhttp
 from layerkit.engine.save import SaveStream
 from layerkit.errors import NotFound
 
@@ -86,7 +85,7 @@ def test_three_paths_give_the_same_bytes(docker_client: DockerClient, rootfs_ima
 
     unix = digest(counted(savestream.save_unix(engine_socket, rootfs_image,
                                                api_version=api_version)))
-    sdk = digest(engine._sdk_chunks(docker_client, f"/v{api_version}/images/{rootfs_image}/get",
+    sdk = digest(savestream._sdk_chunks(docker_client, f"/v{api_version}/images/{rootfs_image}/get",
                                     1 << 20))
     assert sdk_digest[1] > 1 << 20
     assert unix == sdk == sdk_digest
@@ -121,7 +120,7 @@ def test_save_image_of_a_missing_image_raises_at_the_first_next(
 def test_sdk_path_of_a_missing_image_raises_not_found_too(docker_client: DockerClient) -> None:
     """The tcp/TLS/ssh path (`_sdk_chunks` under `engine_errors`) agrees with the unix one."""
     target = f"/v{docker_client.api.api_version}/images/{MISSING}/get"
-    stream = SaveStream(engine._sdk_chunks(docker_client, target, 1 << 20), 2,
+    stream = SaveStream(savestream._sdk_chunks(docker_client, target, 1 << 20), 2,
                         errors=lambda: engine.engine_errors(f"saving image {MISSING}"))
     with pytest.raises(NotFound):
         next(stream)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from layerkit.engine.client import DockerClient
 
+from layerkit import engine
 from layerkit.build.build import BuiltImage, context_tar, squash_own_layers
 from layerkit.build.dockerfile import Generated
-from layerkit.engine import client as engine
+from layerkit.engine import DockerClient
 from layerkit.errors import EngineError
 from layerkit.image.archive import SavedImage, read_archive
 from layerkit.image.fsview import replay

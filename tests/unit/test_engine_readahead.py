@@ -1,5 +1,5 @@
 """The read-ahead under `engine.save_image` (`savestream.SaveStream`): order, errors, early stop;
-and the SDK path's pieces (`engine._sdk_chunks`) against a server on 127.0.0.1."""
+and the SDK path's pieces (`save._sdk_chunks`) against a server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from layerkit.engine import client as engine
+from layerkit import engine
+from layerkit.engine import save
 from layerkit.engine.save import SaveStream
 from layerkit.image.archive import read_archive
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
@@ -57,7 +58,7 @@ def test_reading_stops_when_the_consumer_stops() -> None:
 
 
 def test_the_sdk_path_reads_an_archive_without_waiting_for_the_connections_end() -> None:
-    """`engine._sdk_chunks` (tcp, TLS and ssh engines) against a server on 127.0.0.1 that sends
+    """`save._sdk_chunks` (tcp, TLS and ssh engines) against a server on 127.0.0.1 that sends
     a save in 32 KiB chunks, as the engine does, and then holds the connection open (an engine
     of Docker 20-24 deletes its temporary copy of the image before it sends the last chunk):
     the archive is read whole, and the reader closes first."""
@@ -91,7 +92,7 @@ def test_the_sdk_path_reads_an_archive_without_waiting_for_the_connections_end()
     client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41")
     client.api.trust_env = False  # no HTTP(S)_PROXY from the environment for 127.0.0.1
     try:
-        chunks = engine._sdk_chunks(client, "/v1.41/images/x:1/get", 1 << 20)
+        chunks = save._sdk_chunks(client, "/v1.41/images/x:1/get", 1 << 20)
         with contextlib.closing(SaveStream(chunks, 0)) as stream:
             image = read_archive(stream, hash_content=True).images[0]
             assert closed_first == []  # read while the server still holds the connection
@@ -123,6 +124,6 @@ def test_the_sdk_path_reads_whole_pieces_where_the_connection_has_no_read1() -> 
         def read1(self, size: int) -> bytes:
             return b"read1"
 
-    assert engine._piece_reader(Raw(With()))(10) == b"read1"
-    assert engine._piece_reader(Raw(Without()))(10) == b"read"
-    assert engine._piece_reader(types.SimpleNamespace(read=lambda size: b"old"))(10) == b"old"
+    assert save._piece_reader(Raw(With()))(10) == b"read1"
+    assert save._piece_reader(Raw(Without()))(10) == b"read"
+    assert save._piece_reader(types.SimpleNamespace(read=lambda size: b"old"))(10) == b"old"
