@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from layerkit import engine
 from layerkit.engine import save
 from layerkit.engine.save import SaveStream
 from layerkit.image.archive import read_archive
