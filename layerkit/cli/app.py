@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from layerkit import __version__
-from layerkit.cli.common import State, app, out
+from layerkit.cli.common import app, configure_logging, out
 
 # each command module adds its commands to `app` when imported, and --help lists them in this order
 # isort: split
@@ -36,7 +36,7 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
-    State.verbose = verbose
+    configure_logging(verbose)
 
 
 def main() -> None:

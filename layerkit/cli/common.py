@@ -5,6 +5,7 @@ start-up that every invocation pays (and `analyze`'s race with the engine) stays
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -19,9 +20,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "PACKAGE_DIR", "OutputFormat", "Printer", "State", "app", "err", "fails_cleanly", "out",
+    "PACKAGE_DIR", "OutputFormat", "Printer", "State", "app", "configure_logging", "err", "explain",
+    "fails_cleanly", "out",
 ]
 
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -77,6 +80,33 @@ class State:
     verbose = False
 
 
+class _StderrHandler(logging.Handler):
+    """Log records as plain lines on stderr through `err` (control characters escaped), read
+    at emit time so that a test's captured stderr sees them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(self.format(record))
+        except Exception:  # a log line must never fail the command
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool) -> None:
+    """One handler on the `layerkit` logger: warnings always, DEBUG (which path was taken and
+    why, phase times, retries) under --verbose."""
+    State.verbose = verbose
+    root = logging.getLogger("layerkit")
+    for handler in list(root.handlers):
+        if isinstance(handler, _StderrHandler):
+            root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
+                                           if verbose else "%(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.propagate = False
+
+
 def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     """A LayerkitError becomes one line (plus a hint) on stderr and its exit code."""
 
@@ -104,4 +134,4 @@ def explain(ctx: typer.Context, param: str, value: object) -> None:
         return
     source = ctx.get_parameter_source(param)
     origin = source.name.lower() if source is not None else "default"
-    err.print(f"setting {param} = {value} (from {origin})", markup=False)
+    logger.debug("setting %s = %s (from %s)", param, value, origin)

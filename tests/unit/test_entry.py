@@ -113,7 +113,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     path = str(tmp_path / "engine.sock")
     server.bind(path)
     server.listen(1)
-    code = ("import sys; from layerkit import entry; entry.start(['analyze', 'a:1'], "
+    code = ("import sys; from layerkit.cli import entry; entry.start(['analyze', 'a:1'], "
             f"{{'DOCKER_HOST': 'unix://{path}'}}); "
             "print(bool(entry._early), *sorted(m for m in ('typing', 're', 'json', 'threading', "
             "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.engine.save') "
