@@ -11,17 +11,21 @@ from layerkit.engine.client import (
 )
 from layerkit.engine.containers import (
     Container,
+    ContainerInfo,
     ContainerSpec,
-    Network,
+    NetworkInfo,
+    PortBinding,
+    VolumeInfo,
     create_container,
     create_network,
     exec_in,
     get_file,
+    inspect_container,
+    kill_container,
     labelled_containers,
     labelled_networks,
     labelled_volumes,
     put_files,
-    refresh,
     remove_container,
     remove_network,
     remove_volume,
@@ -40,10 +44,11 @@ from layerkit.engine.images import (
 from layerkit.engine.save import SaveStream, save_image
 
 __all__ = [
-    "DEFAULT_HOST", "Container", "ContainerSpec", "DockerClient", "EngineInfo", "Network",
-    "SaveStream", "connect", "create_container", "create_network", "engine_errors", "engine_info",
-    "exec_in", "find_image", "get_file", "inspect_image", "labelled_containers",
-    "labelled_networks", "labelled_volumes", "load_image", "pull_image", "put_files", "refresh",
+    "DEFAULT_HOST", "Container", "ContainerInfo", "ContainerSpec", "DockerClient", "EngineInfo",
+    "NetworkInfo", "PortBinding", "SaveStream", "VolumeInfo", "connect", "create_container",
+    "create_network", "engine_errors", "engine_info", "exec_in", "find_image", "get_file",
+    "inspect_container", "inspect_image", "kill_container", "labelled_containers",
+    "labelled_networks", "labelled_volumes", "load_image", "pull_image", "put_files",
     "remove_container", "remove_image", "remove_network", "remove_volume", "save_image",
     "split_ref", "start_container", "stop_container", "tag_image",
 ]
