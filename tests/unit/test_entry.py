@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from layerkit.cli.app import app
 
+import layerkit.engine as engine_package
 from layerkit.cli import entry
+from layerkit.cli.app import app
 from layerkit.engine import unixhttp
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout, not the venv's editable one
 
 
 def _analyze_options() -> tuple[set[str], set[str]]:
@@ -119,7 +122,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
             "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.engine.save') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, env={}, cwd=tmp_path)
+                          timeout=60, check=True, env={"PYTHONPATH": ROOT}, cwd=tmp_path)
     assert done.stdout.split() == ["True"]
     with server, server.accept()[0] as conn:
         assert conn.recv(1024).startswith(b"GET /images/a:1/get HTTP/1.0\r\n")
@@ -156,3 +159,13 @@ def test_analyze_ends_quickly_with_its_output_and_reports_complete(tmp_path: Pat
 def test_exit_status_is_what_sys_exit_gives() -> None:
     assert [entry.exit_status(c) for c in (None, 0, 1, 2, 256 + 3)] == [0, 0, 1, 2, 3]
     assert entry.exit_status("a message") == 1
+
+
+def test_the_engine_package_names_load_on_first_use() -> None:
+    """engine/__init__ loads its names lazily (so that unixhttp comes without the SDK): every
+    name it exports resolves, from the module its table says."""
+    assert set(engine_package.__all__) == set(engine_package._HOME)
+    for name in engine_package.__all__:
+        value = getattr(engine_package, name)
+        home = f"layerkit.engine.{engine_package._HOME[name]}"
+        assert getattr(sys.modules[home], name) is value
