@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from layerkit.cli.app import app
 
 from layerkit.cli import entry
+from layerkit.cli.app import app
 from layerkit.engine import unixhttp
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
 
