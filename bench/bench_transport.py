@@ -20,7 +20,7 @@ from pathlib import Path
 import bench_analyze as ba
 
 from layerkit.build.bootstrap import ensure_base
-from layerkit.engine import connect
+from layerkit.engine.client import connect
 
 # The SDK path forced: no unix socket is seen, and save_image streams through the SDK session.
 _SDK = """

@@ -17,15 +17,8 @@ from typing import Literal
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
 from layerkit.build.specs import ImageSpec
-from layerkit.engine import (
-    BuildChunk,
-    DockerClient,
-    build_image,
-    cancel_build,
-    find_image,
-    image_info,
-    tag_image,
-)
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import BuildChunk, build_image, cancel_build, find_image, image_info, tag_image
 from layerkit.errors import BuildError, NothingToSquash
 
 CONTEXT_MTIME = 1_700_000_000  # fixed, so identical inputs give identical contexts and cache hits

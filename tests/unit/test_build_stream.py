@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from layerkit.build.build import BuildEvent, _consume, _parse_step, _StreamState
-from layerkit.engine import parse_build_chunk
+from layerkit.engine.images import parse_build_chunk
 from layerkit.errors import BuildError
 
 STREAM = [
