@@ -24,10 +24,9 @@ from typing import Any
 
 from layerkit.cluster import cluster
 from layerkit.cluster import view as clusterview
-from layerkit.engine import (
+from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.containers import (
     ContainerInfo,
-    DockerClient,
-    connect,
     get_file,
     inspect_container,
     kill_container,

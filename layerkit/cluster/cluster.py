@@ -33,14 +33,13 @@ from layerkit.cluster.view import (
     serving_addresses,
     wait_members,
 )
-from layerkit.engine import (
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
     ContainerInfo,
     ContainerSpec,
-    DockerClient,
     create_container,
     create_network,
     exec_in,
-    find_image,
     get_file,
     labelled_containers,
     labelled_networks,
@@ -52,6 +51,7 @@ from layerkit.engine import (
     start_container,
     stop_container,
 )
+from layerkit.engine.images import find_image
 from layerkit.errors import ClusterError, EngineError, NotFound, UsageError
 
 PROJECT_LABEL = "org.layerkit.project"

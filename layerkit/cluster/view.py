@@ -11,7 +11,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from layerkit.engine import ContainerInfo, DockerClient, PortBinding, exec_in, inspect_container
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import ContainerInfo, PortBinding, exec_in, inspect_container
 
 HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
 _SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")

@@ -17,7 +17,8 @@ from layerkit import __version__
 from layerkit.build.build import build_all
 from layerkit.build.specs import build_order, load_all
 from layerkit.cluster import cluster
-from layerkit.engine import DockerClient, remove_image, tag_image
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import remove_image, tag_image
 from tests.conftest import IMAGES, PACKAGE_DIR
 
 

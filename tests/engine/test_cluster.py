@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from layerkit.agent import handler
 from layerkit.cli.app import app
 from layerkit.cluster import cluster
-from layerkit.engine import (
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
     ContainerInfo,
-    DockerClient,
     exec_in,
     get_file,
     inspect_container,

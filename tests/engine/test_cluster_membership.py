@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from layerkit.cluster import cluster
-from layerkit.engine import (
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
     ContainerInfo,
-    DockerClient,
     create_network,
     exec_in,
     get_file,
