@@ -31,6 +31,16 @@ def up_cmd(
     forget_after: Annotated[int, typer.Option(
         "--forget-after", help="Seconds until a crashed or removed member is no longer listed "
         "(Serf reaps every 15 s; `scale` keeps this).")] = 120,
+    memory: Annotated[str, typer.Option(
+        "--memory", help="Memory limit of each container, like 256m (kept for `scale`).")]
+    = "256m",
+    pids: Annotated[int, typer.Option(
+        "--pids", help="Processes and threads per container (kept for `scale`).")] = 256,
+    log_size: Annotated[str, typer.Option(
+        "--log-size", help="Docker's log of each container is rotated at this size.")]
+    = "10m",
+    log_files: Annotated[int, typer.Option(
+        "--log-files", help="Rotated log files kept per container.")] = 3,
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
@@ -41,9 +51,11 @@ def up_cmd(
     from layerkit.engine.client import connect
 
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
-                                  forget_after=forget_after)
+                                  forget_after=forget_after, memory=memory, pids=pids,
+                                  log_size=log_size, log_files=log_files)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
+    cluster.validate_wait(wait)
     client = connect(os.environ)
     result = cluster.up(client, opts, scale, wait=wait,
                         on_progress=lambda what: err.print(f"starting {what}", markup=False))
@@ -69,6 +81,7 @@ def scale_cmd(
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
+    cluster.validate_wait(wait)
     result = cluster.scale(connect(os.environ), name, n, wait=wait)
     out.print(report.scale_json(result) if output is OutputFormat.json
               else report.scale_text(result), markup=False)
