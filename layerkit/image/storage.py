@@ -148,8 +148,9 @@ def layer_entries(root: Path) -> Iterator[Entry]:
         path, full = stack.pop()
         st = os.lstat(full)
         mode = st.st_mode
+        seconds = st.st_mtime_ns // 1_000_000_000  # not int(st_mtime): a float rounds up
         uid, gid, mtime = share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid), \
-            share(int(st.st_mtime), int(st.st_mtime))
+            share(seconds, seconds)
         perm = share(stat.S_IMODE(mode), stat.S_IMODE(mode))
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
