@@ -6,6 +6,7 @@ directories cannot be used, auto takes the save stream and says why."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
 import uuid
@@ -21,8 +22,10 @@ from layerkit.engine import DockerClient
 from layerkit.errors import UsageError
 from layerkit.image import storage
 from layerkit.image.archive import Entry, read_archive
-from layerkit.image.fsview import whiteout_target
+from layerkit.image.fsview import replay, whiteout_target
 from layerkit.image.source import choose
+from layerkit.squash import squash
+from layerkit.squash.squash import SquashOptions
 from tests.engine.test_squash_engine import _build, _remove
 from tests.imagetar import Image, directory, file, layer, legacy_archive, symlink
 from tests.randomlayers import Form, random_forms
@@ -82,6 +85,26 @@ def _same_everywhere(client: DockerClient, ref: str) -> None:
     assert stored.history == saved.history
 
 
+def _squashed_alike(client: DockerClient, ref: str) -> None:
+    """`squash --from BASE` from the layer directories gives the merged filesystem the squash
+    from the save gives (both verified against the source by the squash itself)."""
+    results = {}
+    for source in ("storage", "save"):
+        tag = f"layerkit-test/storage-squashed-{source}-{uuid.uuid4().hex[:8]}:1"
+        try:
+            result = squash.squash(client, ref, SquashOptions(tag=tag, base=BASE, source=source),
+                                   os.environ)
+            assert result.verified
+            with engine.save_image(client, tag) as stream:
+                saved = read_archive(stream, hash_content=True).images[0]
+            results[source] = (result, replay([lay.entries for lay in saved.layers]).fingerprint())
+        finally:
+            _remove(client, tag)
+    assert results["storage"][1] == results["save"][1]
+    assert results["storage"][0].layers_after == results["save"][0].layers_after
+    assert results["storage"][0].bytes_after == results["save"][0].bytes_after
+
+
 def _comparable(entries: Sequence[Entry]) -> list[Entry]:
     """The entries with whiteouts' times left out: the engine makes a layer's directory by
     unpacking its tar, and a whiteout's device node then gets the time of unpacking, not the
@@ -107,6 +130,11 @@ def fixture_image(docker_client: DockerClient) -> Iterator[str]:
 def test_storage_gives_what_the_save_gives(docker_client: DockerClient,
                                            fixture_image: str) -> None:
     _same_everywhere(docker_client, fixture_image)
+
+
+def test_squash_from_storage_gives_the_same_filesystem(docker_client: DockerClient,
+                                                      fixture_image: str) -> None:
+    _squashed_alike(docker_client, fixture_image)
 
 
 def test_storage_entries_have_the_tar_forms(docker_client: DockerClient,
@@ -180,6 +208,8 @@ def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient,
     try:
         _build(docker_client, f"FROM {BASE}\n" + "\n".join(steps) + "\n", tag)
         _same_everywhere(docker_client, tag)
+        if len(layers) >= 2:
+            _squashed_alike(docker_client, tag)
     finally:
         _remove(docker_client, tag)
 
