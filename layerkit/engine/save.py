@@ -23,16 +23,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-import docker.errors
-import requests.exceptions
-from docker import DockerClient
-
 from layerkit.engine import unixhttp
-from layerkit.engine.client import engine_errors
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 __all__ = ["SaveStream", "image_exists", "info_unix", "inspect_unix", "save_image", "save_unix",
            "socket_path"]
@@ -219,6 +217,8 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
 
     On a unix socket this is `savestream.save_unix` (no SDK on the way: see `unixhttp`).
     """
+    from layerkit.engine.client import engine_errors  # noqa: PLC0415 - the SDK, off unix only
+
     api = client.api
     socket_path = getattr(api.get_adapter(api.base_url), "socket_path", None)
     if isinstance(socket_path, str):
@@ -231,6 +231,9 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
 
 def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]:
     """The same through the SDK's session, for tcp, TLS and ssh engines."""
+    import docker.errors  # noqa: PLC0415 - the SDK (0.1 s) only where it is used
+    import requests.exceptions  # noqa: PLC0415
+
     api = client.api
     # connect timeout as configured; no read timeout, as the SDK does for its streams
     with api.get(api.base_url + target, stream=True, timeout=(api.timeout, None)) as response:
