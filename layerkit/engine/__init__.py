@@ -3,7 +3,7 @@ functions and gets layerkit's own errors (`errors.py`); see each module for its 
 
 The names are loaded on first use (PEP 562 `__getattr__`), so that importing a module of this
 package without the SDK (`unixhttp`, which `layerkit analyze` uses first) does not import the
-SDK, about 0.1 s, through this file.
+SDK, slow to import, through this file.
 """
 
 TYPE_CHECKING = False  # not imported from typing: see the module docstring

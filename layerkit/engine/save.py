@@ -45,7 +45,7 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
     """`docker save ref` from the engine at the unix socket `path`: the request is sent now,
     the reply read as the stream is iterated. By default in the caller's thread: with the
     body received straight into the caller's buffers there is too little Python left in the
-    reading for a thread to overlap (measured: no faster on 430 MB), and the socket's buffer
+    reading for a thread to overlap (it was no faster), and the socket's buffer
     already lets the engine write ahead. `sent`: that request, already sent (see `entry`)."""
     def errors() -> AbstractContextManager[None]:
         return unix_errors(f"saving image {ref}", path)
@@ -231,7 +231,7 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
 
 def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]:
     """The same through the SDK's session, for tcp, TLS and ssh engines."""
-    import docker.errors  # noqa: PLC0415 - the SDK (0.1 s) only where it is used
+    import docker.errors  # noqa: PLC0415 - the SDK, slow to import, only where it is used
     import requests.exceptions  # noqa: PLC0415
 
     api = client.api
@@ -251,9 +251,9 @@ def _piece_reader(raw: Any) -> Callable[[int], bytes]:
     chunks, 16-32 KiB), not `read(size)`, which waits to fill `size`: its last piece waited for
     the connection's end, which an engine of Docker 20-24 sends only after deleting its
     temporary copy of the image, while the reader stops at the tar's end (see
-    unixhttp.PIECE_WAIT). Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for
-    +0.13 s of CPU. `read` where read1 can't be had: urllib3 1.x, or a connection whose file
-    has no read1 (paramiko's channel file, for ssh:// engines), under http.client's read1."""
+    unixhttp.PIECE_WAIT), at the cost of more CPU per byte. `read` where read1 can't be had:
+    urllib3 1.x, or a connection whose file has no read1 (paramiko's channel file, for ssh://
+    engines), under http.client's read1."""
     connection_file = getattr(getattr(raw, "_fp", None), "fp", None)
     if hasattr(raw, "read1") and hasattr(connection_file, "read1"):
         return cast(Callable[[int], bytes], raw.read1)
