@@ -88,6 +88,10 @@ _KINDS: dict[bytes, EntryKind] = {
 }
 
 
+class UnknownEntryType(ValueError):
+    """A tar member of a type the reader does not know (see `_kind`)."""
+
+
 class Entry(NamedTuple):
     """One member of a layer tar. `path` is normalised (no leading `./` or `/`, no trailing `/`);
     `linkname` is the symlink target as stored, or the normalised path a hardlink points to.
@@ -215,7 +219,7 @@ def _take(stream: Counted, member: Header, found: _Pass, hashing: bool) -> None:
         base = posixpath.dirname(name) if member.type == b"2" else ""
         found.aliases[name] = _norm(posixpath.join(base, member.linkname))
         return
-    if _KINDS.get(member.type, "file") != "file":
+    if _kind(member, name) != "file":
         return
     head = stream.read_exact(min(BLOCK, member.size))
     compression = _compression(head)
@@ -248,6 +252,16 @@ def decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
     return raw
 
 
+def _kind(member: Header, path: str) -> EntryKind:
+    """The kind of a tar member; a type this reader does not know (GNU sparse files, volume
+    headers, ...) is an error naming the member, never taken for a plain file."""
+    kind = _KINDS.get(member.type)
+    if kind is None:
+        raise UnknownEntryType(f"entry {path or member.name!r} has tar type "
+                               f"{member.type.decode('latin-1')!r}, which layerkit cannot read")
+    return kind
+
+
 def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
     inner = Counted(raw)
     shared: dict[int, int] = {}  # one int object per distinct mode/owner/mtime: less memory
@@ -257,7 +271,7 @@ def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
         path = _norm(member.name)
         if not path:
             continue  # the layer's root directory itself
-        kind = kinds(member.type, "file")
+        kind = kinds(member.type) or _kind(member, path)
         if kind == "file":
             size = member.size
             digest = _content_digest(inner, size) if hashing else None
@@ -297,6 +311,8 @@ def _archive_errors(what: str) -> Iterator[None]:
     """Tar, gzip and zstd failures become ArchiveErrors naming what was being read."""
     try:
         yield
+    except UnknownEntryType as exc:
+        raise ArchiveError(f"{what}: {exc}") from None
     except ArchiveError:
         raise
     except EOFError:

@@ -20,6 +20,7 @@ from zlib import adler32
 import zstandard
 
 __all__ = [
+    "NO_DATA",
     "BadHeader",
     "Bounded",
     "ChunkReader",
@@ -30,11 +31,7 @@ __all__ = [
     "headers",
     "is_header",
     "iter_chunks_reader",
-    "padded",
     "parse_number",
-    "parse_pax",
-    "parse_text",
-    "ustar_name",
 ]
 
 BLOCK = 512
@@ -50,7 +47,7 @@ _TEXT = ("utf-8", "surrogateescape")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_INPUT = 128 << 10  # zstd input fed per step: decompressobj has no output limit
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
+NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
 
 
 class BadHeader(ValueError):
@@ -68,6 +65,8 @@ class Header:
     mtime: int
     linkname: str
     offset: int          # position of the member's data in the stream
+    raw: bytes = b""     # every header block of the member as read (with `keep_raw`)
+    pax: dict[str, str] | None = None  # its PAX records (with `keep_raw`)
 
 
 class Counted:
@@ -120,11 +119,14 @@ class Counted:
             yield view
 
 
-def headers(stream: Counted) -> Iterator[Header]:
+def headers(stream: Counted, *, keep_raw: bool = False) -> Iterator[Header]:
     """The members of the tar on `stream`. The caller may read some of a member's data before
-    asking for the next; whatever it leaves is skipped."""
+    asking for the next; whatever it leaves is skipped. `keep_raw`: each member's header
+    blocks (extension headers and their data included) and PAX records come with it, for a
+    verbatim copy (`tarcopy`)."""
     pax: dict[str, str] = {}
     gnu: dict[bytes, str] = {}
+    raw = bytearray()
     read = stream.raw.read
     while True:
         block = read(BLOCK)
@@ -135,6 +137,8 @@ def headers(stream: Counted) -> Iterator[Header]:
             raise EOFError("a tar header is cut short")
         header = _parse(block, stream.pos)
         kind = header.type
+        if keep_raw:
+            raw += block
         if kind in _EXTENDED:
             end = header.offset + padded(header.size)
             data = stream.read_exact(header.size)
@@ -142,12 +146,17 @@ def headers(stream: Counted) -> Iterator[Header]:
                 pax.update(parse_pax(data))
             elif kind in (b"L", b"K"):
                 gnu[kind] = data.split(b"\0", 1)[0].decode(*_TEXT)
+            if keep_raw:
+                raw += data + stream.read_exact(end - stream.pos)
             stream.skip(end - stream.pos)
             continue
+        if keep_raw:
+            header.raw, header.pax = bytes(raw), pax
+            raw.clear()
         if pax or gnu:
             _apply(header, pax, gnu)
             pax, gnu = {}, {}
-        end = header.offset + padded(header.size if kind not in _NO_DATA else 0)
+        end = header.offset + padded(header.size if kind not in NO_DATA else 0)
         yield header
         if end > stream.pos:
             stream.skip(end - stream.pos)
@@ -155,12 +164,6 @@ def headers(stream: Counted) -> Iterator[Header]:
 
 def padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
-
-
-def ustar_name(block: bytes) -> str:
-    """The name field of a header block, with the ustar prefix when there is one."""
-    fields = _FIELDS.unpack_from(block)
-    return _path(fields[0], fields[9], fields[10])
 
 
 def _path(name: bytes, magic: bytes, prefix: bytes) -> str:
@@ -226,10 +229,6 @@ def parse_number(field: bytes) -> int:
     except ValueError:
         digits = field.split(b"\0", 1)[0].strip()  # empty, or bytes after a NUL
         return int(digits, 8) if digits else 0
-
-
-def parse_text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode(*_TEXT)
 
 
 def parse_pax(data: bytes) -> dict[str, str]:
