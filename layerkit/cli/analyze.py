@@ -4,7 +4,9 @@ rules."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from layerkit.engine.unixhttp import Request
     from layerkit.image.archive import SavedImage
     from layerkit.image.source import Requested
+
+
+logger = logging.getLogger(__name__)
 
 
 class LayerSource(StrEnum):
@@ -80,7 +85,12 @@ def analyze_cmd(
     from layerkit.analyze import analyze, gate
     from layerkit.analyze import render as report_analyze  # while the engine writes the first image
 
-    result = analyze.analyze(saved(), top=top, lint=lint_report)
+    started = time.perf_counter()
+    saved_images = saved()
+    read = time.perf_counter()
+    result = analyze.analyze(saved_images, top=top, lint=lint_report)
+    logger.debug("analyze: images read in %.3f s, analysed in %.3f s", read - started,
+                 time.perf_counter() - read)
     renderers: Mapping[ReportFormat, Callable[[analyze.AnalyzeReport], str]] = {
         ReportFormat.table: report_analyze.analyze_table,
         ReportFormat.json: report_analyze.analyze_json,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["SaveStream", "image_exists", "info_unix", "inspect_unix", "save_image", "save_unix",
            "socket_path"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_SOCKET = unixhttp.DEFAULT_SOCKET
 socket_path = unixhttp.socket_path
 
@@ -50,6 +53,8 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
     def errors() -> AbstractContextManager[None]:
         return unix_errors(f"saving image {ref}", path)
 
+    logger.debug("saving %s through unix://%s%s", ref, path,
+                 " (asked for at start-up)" if sent is not None else "")
     if sent is None:
         with errors():
             sent = unixhttp.Request(path, unixhttp.image_target(ref, "get", api_version))
@@ -225,6 +230,7 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
         return save_unix(socket_path, ref, api_version=api.api_version,
                                     chunk_size=chunk_size, read_ahead=read_ahead)
     target = f"/v{api.api_version}/images/{quote(ref, safe='/:')}/get"
+    logger.debug("saving %s through the Docker SDK at %s", ref, api.base_url)
     return SaveStream(_sdk_chunks(client, target, chunk_size), read_ahead,
                       errors=functools.partial(engine_errors, f"saving image {ref}"))
 

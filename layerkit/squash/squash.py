@@ -179,7 +179,9 @@ class _Run:
         try:
             return step()
         finally:
-            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.times[phase] = self.times.get(phase, 0.0) + took
+            logger.debug("squash: %s step took %.3f s", phase, took)
 
     # --- read --------------------------------------------------------------------------------
 
