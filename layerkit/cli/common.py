@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from layerkit.errors import BuildError, LayerkitError
 
@@ -28,8 +29,23 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_GLOBAL_FLAGS = ("--verbose", "-v")
+
+
+class _Group(TyperGroup):
+    """The root command group: `--verbose` is global but also accepted after the subcommand
+    (`layerkit build --verbose`), as people type it; it is moved in front before parsing."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS]
+        return super().parse_args(ctx, [*flags, *rest, *args[end:]])
+
+
 app = typer.Typer(
     name="layerkit",
+    cls=_Group,
     help="Build small, well-layered container images and run them as a self-organising cluster.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
