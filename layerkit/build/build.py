@@ -77,8 +77,9 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
                                      no_cache=fresh, write_dockerfiles=write_dockerfiles,
                                      squash=squash, tag_latest=tag_latest, build_args=args,
                                      on_event=on_event))
-    except BaseException:
-        _forget(client, built)
+    except BaseException as exc:
+        # after Ctrl-C the client's connections were closed to cancel the build
+        _forget(connect(timeout=10) if isinstance(exc, KeyboardInterrupt) else client, built)
         raise
     for image in built:
         for stage_ref, stage_id in image.stages:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +116,36 @@ def test_a_build_stage_ships_only_its_artefact_and_stays_cached(
     assert again.returncode == 0, again.stderr
     (image,) = [i for i in json.loads(again.stdout)["images"] if i["name"] == name]
     assert image["cached_steps"] == image["steps"] - 2  # all but the two FROMs
+
+
+RUN_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from layerkit.cli.app import main; sys.argv[0] = 'layerkit'; main()")
+
+
+def test_ctrl_c_in_a_no_cache_rebuild_then_a_plain_build_is_all_cached(
+        images: tuple[Path, str], docker_client: DockerClient) -> None:
+    root, prefix = images
+    name = f"{prefix}-i"
+    spec(root, name, 'parent = "base"\n[[steps]]\nrun = "echo one > /one"\n'
+                     '[[steps]]\nrun = "sleep 6"\n')
+    assert build(root, name).returncode == 0
+    ref = f"layerkit/{name}:{__version__}"
+    before = engine.image_info(docker_client, ref).id
+    proc = subprocess.Popen([sys.executable, "-c", RUN_CLI, "build", "--images", str(root),
+                             name, "--no-cache"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "RUN sleep 6" in line:
+                break
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        proc.kill()
+    assert engine.image_info(docker_client, ref).id == before
+    again = build(root, name, "--format", "json")
+    assert again.returncode == 0, again.stderr
+    (image,) = [i for i in json.loads(again.stdout)["images"] if i["name"] == name]
+    assert image["cached_steps"] == image["steps"] - 1
+    assert image["id"] == before
