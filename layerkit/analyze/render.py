@@ -119,7 +119,7 @@ def _image_table(image: ImageReport) -> str:
              human_bytes(layer.hides_bytes), f"+{layer.files_added} ~{layer.files_modified} "
              f"-{layer.files_removed}", _short(layer.created_by)) for layer in image.layers]
     parts = [_summary(image), tabulate(rows, headers=(
-        "#", "size", "hidden later", "hides below", "files", "created by"),
+        "#", "size", "reclaimable", "hides below", "files", "created by"),
         colalign=("right", "right", "right", "right", "left", "left"))]
     if image.top:
         top = [(f"/{w.path}", human_bytes(w.size), w.stored_in, w.hidden_by, CAUSE_TEXT[w.cause])

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.common import (
+    OutputFormat,
+    app,
+    check_archive_path,
+    err,
+    examples,
+    fails_cleanly,
+    out,
+)
 from layerkit.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -27,7 +35,10 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
-@app.command("analyze")
+@app.command("analyze", epilog=examples(
+    "layerkit analyze layerkit/webapp:latest",
+    "layerkit analyze layerkit/base:latest layerkit/webapp:latest --format html > report.html",
+    "layerkit analyze --archive app.tar --min-efficiency 0.95 --max-junk 20MB --no-report"))
 @fails_cleanly
 def analyze_cmd(
     images: Annotated[list[str] | None, typer.Argument(
@@ -45,9 +56,11 @@ def analyze_cmd(
     = False,
     dockerfile: Annotated[Path | None, typer.Option(
         "--dockerfile", help="Lint this Dockerfile and attach findings to the layers.")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many reclaimable paths to list.")] = 20,
+    top: Annotated[int, typer.Option("--top", min=0,
+                                     help="How many reclaimable paths to list.")] = 20,
     min_efficiency: Annotated[float | None, typer.Option(
-        "--min-efficiency", help="Fail below this dive-compatible efficiency (0..1).")] = None,
+        "--min-efficiency", help="Fail below this dive-compatible efficiency (0..1, e.g. 0.95).")]
+    = None,
     max_reclaimable: Annotated[str | None, typer.Option(
         "--max-reclaimable", help="Fail above this many reclaimable bytes (50MB) or percent.")]
     = None,
@@ -58,6 +71,10 @@ def analyze_cmd(
 ) -> None:
     """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
     rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
+    if not no_report:
+        _check_out_dir(out_dir)
+    if archive is not None:
+        check_archive_path(archive)
     lint_report = None
     if dockerfile is not None:
         from layerkit.analyze import lint
@@ -90,7 +107,7 @@ def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
     from layerkit.analyze import gate
 
     rules = gate.GateRules(
-        min_efficiency=min_efficiency,
+        min_efficiency=gate.check_efficiency(min_efficiency),
         max_reclaimable=gate.parse_limit(max_reclaimable) if max_reclaimable else None,
         max_junk=gate.parse_limit(max_junk) if max_junk else None)
     return gate.read_dive_ci(dive_ci, rules) if dive_ci.is_file() else rules
@@ -147,6 +164,16 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
     return read
 
 
+def _check_out_dir(directory: Path) -> None:
+    """A report directory that cannot be written is refused before the analysis, not after."""
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"--out {directory}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {directory}: {existing} is not writable",
+                         hint="choose another --out, or --no-report")
+
+
 def _write_reports(directory: Path, files: dict[str, str]) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -157,7 +184,8 @@ def _write_reports(directory: Path, files: dict[str, str]) -> None:
     err.print(f"analyze: wrote {', '.join(str(directory / n) for n in files)}", markup=False)
 
 
-@app.command("lint")
+@app.command("lint", epilog=examples(
+    "layerkit lint Dockerfile", "layerkit lint images/webapp/Dockerfile --format json"))
 @fails_cleanly
 def lint_cmd(
     dockerfile: Annotated[Path, typer.Argument(help="The Dockerfile to check.")] =

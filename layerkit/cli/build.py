@@ -15,6 +15,7 @@ from layerkit.cli.common import (
     State,
     app,
     err,
+    examples,
     explain,
     fails_cleanly,
     out,
@@ -28,16 +29,11 @@ ImagesDir = Annotated[Path, typer.Option(
     "--images", envvar="LAYERKIT_IMAGES",
     help="Directory of image specs (images/<name>/image.toml).")]
 
-BUILD_EPILOG = """Examples:
-
-  layerkit build                      # every spec under images/, base first
-
-  layerkit build webapp --no-cache    # rebuild webapp from scratch (its base from cache)
-
-  layerkit build app --build-arg PIP_VERSION=24.0
-
-  layerkit build --print webapp       # show the generated Dockerfile
-"""
+BUILD_EPILOG = examples(
+    "layerkit build                      # every spec under images/, base first",
+    "layerkit build webapp --no-cache    # webapp from scratch, its base from the cache",
+    "layerkit build app --build-arg PIP_VERSION=24.0",
+    "layerkit build --print webapp       # the generated Dockerfile")
 
 
 @app.command("build", epilog=BUILD_EPILOG)
