@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerkit.engine import DockerClient, find_image, import_rootfs, pull_image
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import find_image, import_rootfs, pull_image
 from layerkit.errors import BootstrapError
 
 ROOTFS_REPO = "layerkit/rootfs"

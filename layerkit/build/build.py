@@ -22,11 +22,10 @@ from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
 from layerkit.build.specs import ImageSpec
 from layerkit.build.stream import BuildEvent, OnEvent, StreamState, consume
-from layerkit.engine import (
-    DockerClient,
+from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.images import (
     build_image,
     cancel_build,
-    connect,
     find_image,
     image_info,
     remove_image,

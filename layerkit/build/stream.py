@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from layerkit.engine import BuildChunk
+from layerkit.engine.images import BuildChunk
 from layerkit.errors import BuildError
 
 LOG_TAIL = 12

@@ -72,7 +72,7 @@ def build_cmd(
     from layerkit.build.dockerfile import generate
     from layerkit.build.specs import build_order, load_set, with_base
     from layerkit.cli.progress import BuildProgress
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     if no_cache_deps and not no_cache:
         raise UsageError("--no-cache-deps goes with --no-cache")

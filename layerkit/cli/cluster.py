@@ -38,7 +38,7 @@ def up_cmd(
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
                                   forget_after=forget_after)
@@ -65,7 +65,7 @@ def scale_cmd(
     """Set the number of web apps live; replaces any removed behind layerkit's back."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
@@ -88,7 +88,7 @@ def status_cmd(
     """Containers, Serf members and HAProxy's view of each backend."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     client = connect(os.environ)
@@ -111,7 +111,7 @@ def down_cmd(
     """Remove every container, network and volume labelled with the cluster's name."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     result = cluster.down(connect(os.environ), name)

@@ -62,7 +62,7 @@ def squash_cmd(
         check_image_ref(tag, "--tag")
     if archive is not None:
         check_archive_path(archive)
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
     from layerkit.squash import render as report_squash
     from layerkit.squash import squash
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from layerkit import __version__, engine
-from layerkit.engine import DockerClient
+from layerkit import __version__
+from layerkit.engine import images as engine
+from layerkit.engine.client import DockerClient
 from tests.conftest import IMAGES, ROOT
 
 

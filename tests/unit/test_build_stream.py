@@ -8,7 +8,7 @@ from layerkit.build.stream import BuildEvent
 from layerkit.build.stream import StreamState as _StreamState
 from layerkit.build.stream import consume as _consume
 from layerkit.build.stream import parse_step as _parse_step
-from layerkit.engine import parse_build_chunk
+from layerkit.engine.images import parse_build_chunk
 from layerkit.errors import BuildError
 
 STREAM = [

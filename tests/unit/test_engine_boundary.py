@@ -10,7 +10,8 @@ import docker.errors
 import pytest
 import requests
 
-from layerkit.engine import DEFAULT_HOST, DEFAULT_SOCKET, engine_errors, parse_build_chunk
+from layerkit.engine.client import DEFAULT_HOST, DEFAULT_SOCKET, engine_errors
+from layerkit.engine.images import parse_build_chunk
 from layerkit.errors import EngineError, EngineUnavailable, NotFound
 from tests.conftest import ROOT
 
