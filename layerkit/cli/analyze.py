@@ -49,9 +49,11 @@ def analyze_cmd(
     = None,
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] =
     ReportFormat.table,
-    out_dir: Annotated[Path, typer.Option(
-        "--out", help="Directory for the report files (JSON, Markdown, HTML with a chart).")] =
-    Path("reports"),
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for the report files (JSON, Markdown, HTML with charts), "
+        "named after the images [default: reports, or build/reports inside layerkit's own "
+        "source tree, whose reports/ examples only `make reports` writes].",
+        show_default=False)] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report files.")]
     = False,
     dockerfile: Annotated[Path | None, typer.Option(
@@ -71,6 +73,7 @@ def analyze_cmd(
 ) -> None:
     """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
     rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
+    out_dir = out_dir or _default_out_dir(Path.cwd())
     if not no_report:
         _check_out_dir(out_dir)
     if archive is not None:
@@ -166,6 +169,17 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
     return read
 
 
+def _default_out_dir(cwd: Path) -> Path:
+    """reports/, except in layerkit's own source tree: its reports/ holds the committed
+    examples, which only `make reports` (an explicit --out) regenerates."""
+    project = cwd / "pyproject.toml"
+    try:
+        own = project.is_file() and 'name = "layerkit"' in project.read_text()
+    except OSError:
+        own = False
+    return cwd / "build" / "reports" if own else Path("reports")
+
+
 def _check_out_dir(directory: Path) -> None:
     """A report directory that cannot be written is refused before the analysis, not after."""
     existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
@@ -177,13 +191,17 @@ def _check_out_dir(directory: Path) -> None:
 
 
 def _write_reports(directory: Path, files: dict[str, str]) -> None:
+    replaced = False
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
+            replaced = replaced or (directory / name).exists()
             (directory / name).write_text(text)
     except OSError as exc:
         raise UsageError(f"--out {directory}: {exc.strerror or exc}") from None
-    err.print(f"analyze: wrote {', '.join(str(directory / n) for n in files)}", markup=False)
+    # the name is the image set's: only this set's earlier report is ever replaced, and it says so
+    verb = "replaced" if replaced else "wrote"
+    err.print(f"analyze: {verb} {', '.join(str(directory / n) for n in files)}", markup=False)
 
 
 @app.command("lint", epilog=examples(

@@ -151,3 +151,24 @@ def test_every_command_help_has_an_example() -> None:
 
 def _bytes(data: bytes) -> Any:
     return io.BytesIO(data)
+
+
+def test_reports_inside_layerkits_tree_never_touch_the_committed_examples(
+        saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "checkout"
+    (tree / "reports").mkdir(parents=True)
+    (tree / "pyproject.toml").write_text('[project]\nname = "layerkit"\n')
+    monkeypatch.chdir(tree)
+    result = _run("analyze", "--archive", str(saved))
+    assert result.exit_code == 0, result.stderr
+    assert list((tree / "reports").iterdir()) == []
+    assert sorted(p.name for p in (tree / "build" / "reports").iterdir()) == [
+        "analyze-test-image-latest.html", "analyze-test-image-latest.json",
+        "analyze-test-image-latest.md"]
+    again = _run("analyze", "--archive", str(saved))
+    assert "analyze: replaced " in again.stderr
+    elsewhere = tmp_path / "project"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _run("analyze", "--archive", str(saved)).exit_code == 0
+    assert (elsewhere / "reports" / "analyze-test-image-latest.md").is_file()
