@@ -155,7 +155,8 @@ def test_analyze_ends_quickly_with_its_output_and_reports_complete(tmp_path: Pat
     report = json.loads(done.stdout)  # ...after the whole report was printed
     assert len(done.stdout) > 65536
     assert len(report["images"][0]["top"]) == 400
-    assert json.loads((tmp_path / "reports" / "analyze.json").read_text()) == report
+    written = tmp_path / "reports" / "analyze-test-image-latest.json"
+    assert json.loads(written.read_text()) == report
     usage = _script("analyze", "--archive", str(archive), "--format", "nope")
     assert usage.returncode == 2
     assert "nope" in usage.stderr
