@@ -350,8 +350,11 @@ def wait_ready(client: DockerClient, name: str, n: int, *, timeout: float) -> bo
             port = lb.labels.get(PORT_LABEL, "80")
             targets = [*lb_endpoints(client, lb.id), *(
                 [str(vip_interface(lb.labels[VIP_LABEL]).ip)] if VIP_LABEL in lb.labels else [])]
+            served = [serving(f"http://{t}:{port}/", 3 * n + 3) for t in targets]
+            logger.debug("ready? web tasks %s, load balancers at %s serve %s",
+                         sorted(live), targets, served)
             if len(live) == n and len(targets) >= (lb.replicas or 1) and all(
-                    serving(f"http://{t}:{port}/", 3 * n + 3) == live for t in targets):
+                    s == live for s in served):
                 return True
         if time.monotonic() >= deadline:
             return False
