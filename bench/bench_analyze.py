@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from layerkit.build.bootstrap import ensure_base
-from layerkit.engine import connect
+from layerkit.engine.client import connect
 
 BASE = "layerkit/rootfs:bookworm-slim"  # replaced in run() by what the engine really has
 BIN = Path(sys.executable).parent
@@ -110,7 +110,8 @@ _IN_PROCESS = """
 import sys, time
 from layerkit.analyze.analyze import analyze
 from layerkit.image.archive import read_archive
-from layerkit.engine import connect, save_image
+from layerkit.engine.client import connect
+from layerkit.engine.save import save_image
 client = connect()
 started = time.perf_counter()
 analyze(read_archive(save_image(client, sys.argv[1]), hash_content=True).images)

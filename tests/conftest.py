@@ -12,7 +12,7 @@ from layerkit import __version__
 from layerkit.build.bootstrap import ensure_base
 from layerkit.build.build import build_all
 from layerkit.build.specs import build_order, load_all
-from layerkit.engine import DockerClient, connect
+from layerkit.engine.client import DockerClient, connect
 from layerkit.errors import EngineUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent

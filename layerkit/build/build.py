@@ -5,7 +5,6 @@ Progress is reported as `BuildEvent`s to a callback (the CLI draws them); nothin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
@@ -13,15 +12,14 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
-from layerkit.engine import DockerClient, connect, engine_errors, find_image, inspect_image, tag_image
-from layerkit.errors import BuildError, LayerkitError, NothingToSquash
 from layerkit.build.specs import ImageSpec
-from layerkit.squash.squash import SquashOptions
-from layerkit.squash.squash import squash as squash_image
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import BuildChunk, build_image, cancel_build, find_image, image_info, tag_image
+from layerkit.errors import BuildError, NothingToSquash
 
 CONTEXT_MTIME = 1_700_000_000  # fixed, so identical inputs give identical contexts and cache hits
 LOG_TAIL = 12
@@ -101,6 +99,9 @@ def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,
                       tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> BuiltImage:
     """`layerkit squash --from parent`, reproducibly: a cached rebuild squashes to the same ID,
     so the images built on this one keep their cache too."""
+    from layerkit.squash.squash import SquashOptions  # only a --squash build loads squash
+    from layerkit.squash.squash import squash as squash_image
+
     options = SquashOptions(tag=image.ref, base=parent, reproducible=True)
     try:
         result = squash_image(client, image.ref, options, os.environ)
@@ -110,7 +111,7 @@ def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,
         tag_image(client, result.image_id, f"layerkit/{image.name}:latest")
     on_event(BuildEvent(image.name, "log", text=f"squashed {result.squashed_layers} layers "
                         f"into one ({result.image_id[:19]})"))
-    size = int(inspect_image(client, result.image_id).get("Size", image.size))
+    size = image_info(client, result.image_id).size or image.size
     return dataclasses.replace(image, image_id=result.image_id, layers=result.layers_after,
                                size=size)
 
@@ -119,7 +120,7 @@ def _layers_of(client: DockerClient, ref: str) -> tuple[list[str], int] | None:
     image = find_image(client, ref)
     if image is None:
         return None
-    return list(image.attrs["RootFS"].get("Layers", [])), int(image.attrs.get("Size", 0))
+    return list(image.layers), image.size
 
 
 def context_tar(generated: Generated) -> io.BytesIO:
@@ -164,45 +165,35 @@ def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, ve
     state = _StreamState()
     on_event(BuildEvent(spec.name, "start", text=ref))
     try:
-        with engine_errors(f"building {ref}"):
-            stream = client.api.build(fileobj=context_tar(generated), custom_context=True,
-                                      tag=ref, rm=True, forcerm=True, nocache=no_cache,
-                                      pull=False, decode=True)
-            for chunk in stream:
-                _consume(spec.name, chunk, state, on_event)
+        for chunk in build_image(client, context_tar(generated), what=f"building {ref}",
+                                 tag=ref, no_cache=no_cache):
+            _consume(spec.name, chunk, state, on_event)
     except KeyboardInterrupt:
-        _remove_leftovers(client, state.containers)
+        cancel_build(client, state.containers)
         raise
     if not state.image_id:
         raise BuildError(spec.name, "the engine reported no image", step=state.instruction,
                          log_tail=tuple(state.tail))
-    with engine_errors(f"tagging {ref}"):
-        if tag_latest:
-            client.api.tag(state.image_id, f"layerkit/{spec.name}", "latest")
-        image = client.images.get(state.image_id)
-    layers = list(image.attrs["RootFS"].get("Layers", []))
+    if tag_latest:
+        tag_image(client, state.image_id, f"layerkit/{spec.name}:latest")
+    image = image_info(client, state.image_id)
     shared = 0
-    if parent_layers and layers[: len(parent_layers[0])] == parent_layers[0]:
+    if parent_layers and list(image.layers[: len(parent_layers[0])]) == parent_layers[0]:
         shared = parent_layers[1]
     seconds = time.monotonic() - started
     on_event(BuildEvent(spec.name, "done", state.total, state.total, f"{seconds:.1f}s"))
-    return BuiltImage(spec.name, ref, state.image_id, int(image.attrs.get("Size", 0)),
-                      len(layers), shared, seconds, state.total, state.cached)
+    return BuiltImage(spec.name, ref, state.image_id, image.size, len(image.layers), shared,
+                      seconds, state.total, state.cached)
 
 
-def _consume(name: str, chunk: dict[str, Any], state: _StreamState, on_event: OnEvent) -> None:
-    if "error" in chunk:
-        detail = chunk.get("errorDetail") or {}
-        message = str(detail.get("message") or chunk["error"]).strip().splitlines()
+def _consume(name: str, chunk: BuildChunk, state: _StreamState, on_event: OnEvent) -> None:
+    if chunk.error:
+        message = chunk.error.strip().splitlines()
         raise BuildError(name, message[-1] if message else "unknown error",
                          step=state.instruction or None, log_tail=tuple(state.tail))
-    aux = chunk.get("aux")
-    if isinstance(aux, dict) and aux.get("ID"):
-        state.image_id = str(aux["ID"])
-    text = chunk.get("stream")
-    if not isinstance(text, str):
-        return
-    for line in text.splitlines():
+    if chunk.image_id:
+        state.image_id = chunk.image_id
+    for line in chunk.text.splitlines():
         line = line.rstrip()
         if not line:
             continue
@@ -230,27 +221,3 @@ def _parse_step(line: str) -> tuple[int, int, str] | None:
     if not sep or len(numbers) != 2 or not all(n.isdigit() for n in numbers):
         return None
     return int(numbers[0]), int(numbers[1]), instruction.strip()
-
-
-def _remove_leftovers(client: DockerClient, containers: set[str]) -> None:
-    """After Ctrl-C, remove this build's step containers if the engine has not yet.
-
-    Closing the client's connections makes the engine cancel the build; the containers the
-    build stream named ("Running in <id>") and that are still there a moment later go. Only
-    those: other builds and containers on the same engine are not ours to touch.
-    """
-    client.close()
-    if not containers:
-        return
-    fresh = connect(timeout=10)  # bounded: a busy engine must not keep Ctrl-C waiting long
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with engine_errors("cleaning up after an interrupted build"):
-            leftovers = [c["Id"] for c in fresh.api.containers(all=True, quiet=True)
-                         if any(c["Id"].startswith(short) for short in containers)]
-        if not leftovers:
-            return
-        for cid in leftovers:
-            with contextlib.suppress(LayerkitError), engine_errors("removing a build container"):
-                fresh.api.remove_container(cid, force=True)
-        time.sleep(0.5)

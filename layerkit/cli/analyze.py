@@ -119,7 +119,9 @@ def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], li
             if not savestream.image_exists(path, ref):
                 raise NotFound(f"inspecting image {ref}: no such image")
     else:  # `entry` sends early only to a unix socket: `early` is None
-        from layerkit.engine import connect, inspect_image, save_image
+        from layerkit.engine.client import connect
+        from layerkit.engine.images import inspect_image
+        from layerkit.engine.save import save_image
 
         client = connect(os.environ)
 

@@ -54,7 +54,7 @@ def build_cmd(
     from layerkit.build.dockerfile import generate
     from layerkit.build.specs import build_order, load_all, with_base
     from layerkit.cli.progress import BuildProgress
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     specs = with_base(load_all(images, PACKAGE_DIR), base)
     explain(ctx, "images", images)

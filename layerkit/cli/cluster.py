@@ -46,7 +46,7 @@ def up_cmd(
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     if swarm_mode:
         _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
@@ -80,7 +80,7 @@ def scale_cmd(
     from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.cluster import swarmrender as swarm_report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
@@ -111,7 +111,7 @@ def status_cmd(
     from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.cluster import swarmrender as swarm_report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     client = connect(os.environ)
@@ -141,7 +141,7 @@ def down_cmd(
     from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.cluster import swarmrender as swarm_report
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     client = connect(os.environ)
@@ -160,7 +160,7 @@ def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None, for
     from layerkit.cluster import swarm
     from layerkit.cluster import swarmrender as report
     from layerkit.cluster.cluster import validate_scale
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
 
     opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, forget_after=forget_after)
     swarm.validate_options(opts)  # bad input is exit 2 before any engine is asked

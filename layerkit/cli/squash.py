@@ -50,7 +50,7 @@ def squash_cmd(
     OutputFormat.table,
 ) -> None:
     """Merge a range of an image's layers into one, verify it, load it and tag it."""
-    from layerkit.engine import connect
+    from layerkit.engine.client import connect
     from layerkit.squash import render as report_squash
     from layerkit.squash import squash
 

@@ -31,13 +31,9 @@ from layerkit.cluster.cluster import (
     validate_scale,
 )
 from layerkit.cluster.swarmview import SwarmStatus, lb_endpoints, read_status, serving
-from layerkit.engine import (
-    DockerClient,
-    find_image,
-    labelled_containers,
-    labelled_networks,
-    remove_network,
-)
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
+from layerkit.engine.images import find_image
 from layerkit.engine.swarm import (
     PortSpec,
     SecretRef,
@@ -308,11 +304,11 @@ def _remove_networks(client: DockerClient, project: dict[str, str], deadline: fl
     names: list[str] = []
     while True:
         pending = [n for n in labelled_networks(client, project)
-                   if (n.attrs.get("Labels") or {}).get(MODE_LABEL) == "swarm"]
+                   if n.labels.get(MODE_LABEL) == "swarm"]
         for network in pending:
             try:
-                remove_network(network)
-                names.append(network.name or "")
+                remove_network(client, network.id)
+                names.append(network.name)
             except EngineError as exc:
                 if time.monotonic() >= deadline:
                     raise ClusterError(f"network {network.name} still in use: {exc.message}",

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 from layerkit.engine.swarm import SwarmService, list_nodes, service_logs, service_tasks
 
 logger = logging.getLogger(__name__)

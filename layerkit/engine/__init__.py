@@ -1,49 +1,7 @@
-"""The engine: the only package that imports the Docker SDK. Everything else calls these
-functions and gets layerkit's own errors (`errors.py`); see each module for its part."""
+"""The engine: the only package that imports the Docker SDK. Everything else calls the functions
+of its modules (`client`, `images`, `containers`, `save`) and gets frozen dataclasses and
+layerkit's own errors (`errors.py`) back.
 
-from layerkit.engine.client import (
-    DEFAULT_HOST,
-    DockerClient,
-    EngineInfo,
-    connect,
-    engine_errors,
-    engine_info,
-)
-from layerkit.engine.containers import (
-    Container,
-    ContainerSpec,
-    Network,
-    create_container,
-    create_network,
-    exec_in,
-    get_file,
-    labelled_containers,
-    labelled_networks,
-    labelled_volumes,
-    put_files,
-    refresh,
-    remove_container,
-    remove_network,
-    remove_volume,
-    start_container,
-    stop_container,
-)
-from layerkit.engine.images import (
-    find_image,
-    inspect_image,
-    load_image,
-    pull_image,
-    remove_image,
-    split_ref,
-    tag_image,
-)
-from layerkit.engine.save import SaveStream, save_image
-
-__all__ = [
-    "DEFAULT_HOST", "Container", "ContainerSpec", "DockerClient", "EngineInfo", "Network",
-    "SaveStream", "connect", "create_container", "create_network", "engine_errors", "engine_info",
-    "exec_in", "find_image", "get_file", "inspect_image", "labelled_containers",
-    "labelled_networks", "labelled_volumes", "load_image", "pull_image", "put_files", "refresh",
-    "remove_container", "remove_image", "remove_network", "remove_volume", "save_image",
-    "split_ref", "start_container", "stop_container", "tag_image",
-]
+This file imports nothing, so that a module of the package that needs no SDK (`unixhttp`, which
+`layerkit analyze` uses before anything else) comes without it.
+"""

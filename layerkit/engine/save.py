@@ -35,7 +35,6 @@ from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 
 __all__ = ["SaveStream", "image_exists", "save_image", "save_unix", "socket_path"]
 
-DEFAULT_SOCKET = unixhttp.DEFAULT_SOCKET
 socket_path = unixhttp.socket_path
 
 

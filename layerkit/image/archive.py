@@ -67,6 +67,7 @@ __all__ = [
     "Layer",
     "SavedImage",
     "gc_paused",
+    "history_steps",
     "iter_chunks_reader",
     "open_layer",
     "read_archive",
@@ -390,7 +391,7 @@ def _blob_path(digest: str) -> str:
 def _image(found: _Pass, refs: tuple[str, ...], config_digest: str, config: dict[str, Any],
            members: list[str]) -> SavedImage:
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-    history, steps = _history(config.get("history") or [], len(members))
+    history, steps = history_steps(config.get("history") or [], len(members))
     layers = []
     named: set[str] = set()  # the members this image's layers resolved to so far
     for index, member in enumerate(members):
@@ -421,7 +422,8 @@ def _layer_blob(found: _Pass, member: str) -> tuple[str, _Blob]:
     return member, found.blobs[member]
 
 
-def _history(raw: list[dict[str, Any]], n_layers: int) -> tuple[list[HistoryItem], list[int]]:
+def history_steps(raw: list[dict[str, Any]],
+                  n_layers: int) -> tuple[list[HistoryItem], list[int]]:
     """History items, and for each layer the index of the history item that made it.
 
     Items marked `empty_layer` made no layer; the others map to layers in order. An imported

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from layerkit.cluster import cluster
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 
 
 def url_of(client: DockerClient, name: str) -> str:

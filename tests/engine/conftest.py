@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from layerkit.cli.app import app
 from typer.testing import CliRunner
+
+from layerkit.cli.app import app
 
 SCRIPT = shutil.which("layerkit", path=str(Path(sys.executable).parent))
 

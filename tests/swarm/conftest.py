@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from layerkit import __version__
-from layerkit.engine import DockerClient, connect
+from layerkit.engine.client import DockerClient, connect
 from tests.swarm.harness import Harness, swarm_harness
 
 IMAGES = [f"layerkit/{name}:{__version__}" for name in ("haproxy", "webapp", "keepalived")]

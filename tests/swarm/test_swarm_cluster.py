@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from layerkit.cli.app import app
 from layerkit.cluster import swarm
-from layerkit.engine import DockerClient, connect
+from layerkit.engine.client import DockerClient, connect
 from layerkit.engine.swarm import list_nodes, service_tasks, set_availability
 from layerkit.errors import EngineUnavailable
 from tests.engine.cluster_helpers import unique_name, wait_until

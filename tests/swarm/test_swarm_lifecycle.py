@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from layerkit import __version__
 from layerkit.cli.app import app
 from layerkit.cluster import cluster, swarm
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 from layerkit.engine.swarm import (
     SecretRef,
     ServiceRequest,

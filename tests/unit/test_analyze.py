@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from layerkit.cli.app import app
 from typer.testing import CliRunner
 
 from layerkit.analyze.analyze import AnalyzeReport, ImageReport, analyze
 from layerkit.analyze.dive import dive_figures
 from layerkit.analyze.lint import lint_text
 from layerkit.analyze.render import _short
+from layerkit.cli.app import app
 from layerkit.image.archive import read_archive
 from tests.conftest import DATA
 from tests.imagetar import (

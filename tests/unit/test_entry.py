@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from layerkit.cli.app import app
 
 from layerkit.cli import entry
+from layerkit.cli.app import app
 from layerkit.engine import unixhttp
 from tests.imagetar import Image, file, layer, legacy_archive, whiteout
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout, not the venv's editable one
 
 
 def _analyze_options() -> tuple[set[str], set[str]]:
@@ -119,7 +121,7 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
             "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.engine.save') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, env={}, cwd=tmp_path)
+                          timeout=60, check=True, env={"PYTHONPATH": ROOT}, cwd=tmp_path)
     assert done.stdout.split() == ["True"]
     with server, server.accept()[0] as conn:
         assert conn.recv(1024).startswith(b"GET /images/a:1/get HTTP/1.0\r\n")

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from layerkit.cli.app import app
 from typer.testing import CliRunner
 
 from layerkit.analyze.lint import RULES, lint_text
+from layerkit.cli.app import app
 from tests.conftest import DATA
 
 

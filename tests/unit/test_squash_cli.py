@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from layerkit.cli.app import app
 from typer.testing import CliRunner
 
+from layerkit.cli.app import app
 from tests.unit.test_squash_image import write_source
 
 runner = CliRunner(env={"COLUMNS": "120", "TERM": "dumb", "SOURCE_DATE_EPOCH": "1700000000"})

@@ -1,0 +1,242 @@
+"""Layers read where an overlay2 engine keeps them, as `docker save` would give them.
+
+An engine with the overlay2 driver keeps each layer unpacked in a directory (`docker image
+inspect`: `GraphDriver.Data.UpperDir`, then `LowerDir`, top first). The layer tar that `docker
+save` sends for a layer the engine built is its tar writer's walk of that directory, so walking it
+the same way gives the same entries without the engine tarring the image first:
+
+- directories in pre-order, each directory's names in lexical order (moby's `pkg/archive`
+  walks with Go's `filepath.Walk`); the layer's root itself is not an entry; sockets are skipped;
+- a 0/0 character device is a whiteout: `dir/.wh.<name>`, a regular file, mode 0600, at the
+  place of `<name>`; a directory whose `trusted.overlay.opaque` (`user.overlay.opaque` on
+  rootless engines) is `y` is followed by `dir/.wh..wh..opq` (mode 0777 & the directory's, mtime 0);
+- a regular file with more than one link whose inode was met before in the layer is a hardlink
+  to the first path met (contents counted once).
+
+Contents are read only when asked for (`add_digests`): the analysis needs them only to tell a
+metadata-only copy-up from a rewrite of the same size. The image's config (digest, diff_ids,
+history) is the engine's own file, checked against the image ID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from layerkit.errors import LayerkitError
+from layerkit.image.archive import Entry, EntryKind, Layer, SavedImage, history_steps
+
+__all__ = ["LayerDirs", "SourceChanged", "add_digests", "layer_dirs", "layer_entries",
+           "read_image", "unreadable_reason"]
+
+logger = logging.getLogger(__name__)
+
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+WHITEOUT_MODE = 0o600
+_CHUNK = 1 << 20
+_EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
+
+
+class SourceChanged(LayerkitError):
+    """An image's layer directories changed or went away while they were read."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class LayerDirs:
+    """Where an image's layers are: `dirs` oldest first; `config` is the engine's config file."""
+
+    image_id: str
+    dirs: tuple[Path, ...]
+    config: Path
+
+
+def layer_dirs(inspect: dict[str, Any]) -> LayerDirs | None:
+    """The layer directories an overlay2 engine's inspect document names, or None when the
+    document has another form (another driver, the containerd image store)."""
+    driver = inspect.get("GraphDriver") or {}
+    data = driver.get("Data") or {}
+    upper = data.get("UpperDir")
+    if driver.get("Name") != "overlay2" or not upper:
+        return None
+    top_first = [upper, *(data.get("LowerDir") or "").split(":")]
+    dirs = tuple(Path(p) for p in reversed(top_first) if p)
+    layers = (inspect.get("RootFS") or {}).get("Layers") or []
+    if len(dirs) != len(layers) or not all(d.name == "diff" for d in dirs):
+        return None
+    image_id = str(inspect.get("Id", ""))
+    root = Path(upper).parents[2]  # <root>/overlay2/<layer>/diff
+    config = root / "image" / "overlay2" / "imagedb" / "content" / "sha256"
+    return LayerDirs(image_id, dirs, config / image_id.removeprefix("sha256:"))
+
+
+def unreadable_reason(where: LayerDirs) -> str | None:
+    """Why these directories cannot be read here (None: they can)."""
+    for path in (*where.dirs, where.config):
+        if not os.access(path, os.R_OK | (os.X_OK if path != where.config else 0)):
+            return f"{path} is not readable here"
+    return None
+
+
+def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
+               hash_layers: Callable[[int], bool] | None = None) -> SavedImage:
+    """The image as `archive.read_archive` gives it from a save: entries of every layer,
+    digests of the contents `add_digests` finds needed (all of layer i when
+    `hash_layers(i)`)."""
+    config = _config(ref, where)
+    diff_ids = list(config["rootfs"]["diff_ids"])
+    with _changed(ref):
+        layers = [list(layer_entries(d)) for d in where.dirs]
+        add_digests(layers, where.dirs, hash_layers)
+    history, steps = history_steps(config.get("history") or [], len(layers))
+    seen: set[str] = set()
+    built = []
+    for index, entries in enumerate(layers):
+        step = steps[index] if index < len(steps) else None
+        built.append(Layer(
+            index=index, digest=diff_ids[index], member=str(where.dirs[index]),
+            compression="none", stored_size=0, data_offset=0, entries=tuple(entries),
+            created_by=history[step].created_by if step is not None else "",
+            history_index=step,
+            # a save of this engine (Docker 20-24) stores a repeated layer as a link
+            repeat_link=diff_ids[index] in seen))
+        seen.add(diff_ids[index])
+    if not all(d.is_dir() for d in where.dirs):
+        raise SourceChanged(f"image {ref} changed or was removed while it was being read")
+    return SavedImage(refs, where.image_id, config, tuple(built), tuple(history))
+
+
+def _config(ref: str, where: LayerDirs) -> dict[str, Any]:
+    with _changed(ref):
+        data = where.config.read_bytes()
+    if "sha256:" + hashlib.sha256(data).hexdigest() != where.image_id:
+        raise SourceChanged(f"image {ref}: the engine's config file does not match its ID")
+    config: dict[str, Any] = json.loads(data)
+    if len((config.get("rootfs") or {}).get("diff_ids") or []) != len(where.dirs):
+        raise SourceChanged(f"image {ref}: its config names other layers than its storage")
+    return config
+
+
+@contextlib.contextmanager
+def _changed(ref: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise SourceChanged(f"image {ref} changed or was removed while it was being read "
+                            "(a layer directory went away)") from None
+
+
+def layer_entries(root: Path) -> Iterator[Entry]:
+    """The entries of the layer tar the engine writes for the layer directory `root`."""
+    inodes: dict[int, str] = {}
+    shared: dict[int, int] = {}  # one int object per distinct mode/owner/mtime: less memory
+    share = shared.setdefault
+    stack: list[tuple[str, str]] = [(name, path) for name, path in _children("", str(root))]
+    while stack:
+        path, full = stack.pop()
+        st = os.lstat(full)
+        mode = st.st_mode
+        uid, gid, mtime = share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid), \
+            share(int(st.st_mtime), int(st.st_mtime))
+        perm = share(stat.S_IMODE(mode), stat.S_IMODE(mode))
+        if stat.S_ISREG(mode):
+            if st.st_nlink > 1:
+                first = inodes.setdefault(st.st_ino, path)
+                if first != path:
+                    yield Entry(path, "hardlink", 0, perm, uid, gid, first, mtime)
+                    continue
+            yield Entry(path, "file", st.st_size, perm, uid, gid, "", mtime)
+        elif stat.S_ISDIR(mode):
+            yield Entry(path, "dir", 0, perm, uid, gid, "", mtime)
+            if _opaque(full):
+                yield Entry(f"{path}/.wh..wh..opq", "file", 0, perm & 0o777, uid, gid, "", 0)
+            stack.extend(_children(path + "/", full))
+        elif stat.S_ISLNK(mode):
+            yield Entry(path, "symlink", 0, perm, uid, gid, os.readlink(full), mtime)
+        elif stat.S_ISCHR(mode) and st.st_rdev == 0:
+            head, _, name = path.rpartition("/")
+            yield Entry(f"{head}/.wh.{name}".lstrip("/"), "file", 0, WHITEOUT_MODE, uid, gid, "",
+                        mtime)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+            kind: EntryKind = "char" if stat.S_ISCHR(mode) else \
+                "block" if stat.S_ISBLK(mode) else "fifo"
+            yield Entry(path, kind, 0, perm, uid, gid, "", mtime)
+        # sockets: the engine's tar writer skips them too
+
+
+def _children(prefix: str, full: str) -> list[tuple[str, str]]:
+    """A directory's children, last name first (the stack pops them in lexical order; Go sorts
+    the names' bytes, which for UTF-8 names is the order of their code points)."""
+    names = sorted(os.listdir(full), reverse=True)
+    return [(prefix + name, f"{full}/{name}") for name in names]
+
+
+def _opaque(path: str) -> bool:
+    for name in OPAQUE_XATTRS:
+        with contextlib.suppress(OSError):
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+    return False
+
+
+def add_digests(layers: Sequence[list[Entry]], dirs: Sequence[Path],
+                hash_layers: Callable[[int], bool] | None = None) -> None:
+    """Fill in the content digests that are needed: every file of layer i if `hash_layers(i)`;
+    otherwise the files whose path holds a file of the same size in another layer (the only
+    case where the analysis compares contents: metadata-only copy-up against a rewrite)."""
+    sizes: dict[str, list[tuple[int, int]]] = {}  # path -> (layer, position) of content entries
+    for index, entries in enumerate(layers):
+        for k, entry in enumerate(entries):
+            if entry.kind in ("file", "hardlink"):
+                sizes.setdefault(entry.path, []).append((index, k))
+    wanted: set[tuple[int, int]] = set()
+    for versions in sizes.values():
+        if len(versions) > 1:
+            wanted.update(_same_sized(layers, versions))
+    for index, entries in enumerate(layers):
+        every = hash_layers is not None and hash_layers(index)
+        for k, entry in enumerate(entries):
+            if entry.kind == "file" and (every or (index, k) in wanted):
+                entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path, entry.size))
+
+
+def _same_sized(layers: Sequence[list[Entry]],
+                versions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The positions of the files holding the contents of versions that share a size."""
+    def holder(index: int, k: int) -> tuple[int, int] | None:
+        entry = layers[index][k]
+        if entry.kind == "file":
+            return index, k
+        for j, other in enumerate(layers[index]):  # a hardlink's target, in its own layer
+            if other.path == entry.linkname and other.kind == "file":
+                return index, j
+        return None
+
+    held = [h for h in (holder(i, k) for i, k in versions) if h is not None]
+    by_size: dict[int, list[tuple[int, int]]] = {}
+    for index, k in held:
+        by_size.setdefault(layers[index][k].size, []).append((index, k))
+    for group in by_size.values():
+        if len(group) > 1:
+            yield from group
+
+
+def _digest(path: Path, size: int) -> str:
+    if not size:
+        return _EMPTY
+    digest = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return "xxh3:" + digest.hexdigest()
