@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from layerkit.build.bootstrap import ensure_base
-from layerkit.engine import connect
+from layerkit.engine.client import connect
 
 BASE = "layerkit/rootfs:bookworm-slim"  # replaced in run() by what the engine really has
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ from layerkit import __version__
 from layerkit.build import bootstrap
 from layerkit.build.build import build_all
 from layerkit.build.specs import build_order, load_all
-from layerkit.engine import DockerClient, connect
+from layerkit.engine.client import DockerClient, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000

@@ -24,11 +24,12 @@ from typing import Any
 
 from layerkit.cluster import cluster
 from layerkit.cluster import view as clusterview
-from layerkit.engine import (
-    Container,
-    DockerClient,
-    connect,
+from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.containers import (
+    ContainerInfo,
     get_file,
+    inspect_container,
+    kill_container,
     labelled_containers,
     remove_container,
     stop_container,
@@ -50,12 +51,12 @@ def _cluster(client: DockerClient, name: str, n: int) -> Iterator[cluster.UpResu
         cluster.down(client, name)
 
 
-def _lb(client: DockerClient, name: str) -> Container:
+def _lb(client: DockerClient, name: str) -> ContainerInfo:
     return labelled_containers(client, cluster.labels(name, "lb"))[0]
 
 
 def _outcomes(client: DockerClient, name: str) -> list[dict[str, object]]:
-    text = get_file(_lb(client, name), EVENT_LOG).decode()
+    text = get_file(client, _lb(client, name).id, EVENT_LOG).decode()
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [r for r in records if r.get("kind") == "outcome"]
 
@@ -65,10 +66,8 @@ def _reloads_since(client: DockerClient, name: str, since: float) -> list[dict[s
             if r.get("action") == "reload" and float(str(r["ts"])) >= since]
 
 
-def _ip(container: Container, name: str) -> str:
-    container.reload()
-    return str(container.attrs["NetworkSettings"]["Networks"][cluster.network_name(name)]
-               ["IPAddress"])
+def _ip(client: DockerClient, container: ContainerInfo, name: str) -> str:
+    return inspect_container(client, container.id).addresses[cluster.network_name(name)]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -83,7 +82,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
     after_start: list[float] = []  # the part after the engine's create + start returned
     leaves: list[float] = []
     opts = cluster.ClusterOptions(name=name)
-    keyring = get_file(_lb(client, name), cluster.KEYRING_PATH)
+    keyring = get_file(client, _lb(client, name).id, cluster.KEYRING_PATH)
     with helpers.LoadLoop(url, interval=0.005, max_seconds=samples * 15 + 30,
                           max_requests=200_000) as loop:
         for _ in range(samples):
@@ -91,7 +90,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
             container = cluster._launch(client, cluster._web_spec(opts),
                                         {cluster.KEYRING_PATH: (keyring, 0o600)})
             launched = time.monotonic()
-            ip = _ip(container, name)
+            ip = _ip(client, container, name)
             # an address can come back from an earlier sample: count only answers after the run
             def served(ip: str = ip, since: float = started) -> list[float]:
                 return [t for t, b in loop.seen if b == ip and t >= since]
@@ -101,18 +100,24 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
                 after_start.append(min(served()) - launched)
             else:
                 joins.append(float("inf"))
-            node = (container.attrs.get("Config") or {}).get("Hostname", "")
+            node = container.hostname
             stop_at = time.time()
-            stop_container(container)
+            stop_container(client, container.id)
             leaves.append(_removed_after(client, name, node, stop_at))
-            remove_container(container)
+            remove_container(client, container.id)
     return joins, leaves, after_start, loop.total, len(loop.failures)
 
 
+def _changes_since(client: DockerClient, name: str, since: float) -> list[dict[str, object]]:
+    """Outcomes that changed HAProxy's servers (live or by a reload) since `since`."""
+    return [r for r in _outcomes(client, name)
+            if r.get("action") in ("runtime", "reload") and float(str(r["ts"])) >= since]
+
+
 def _removed_after(client: DockerClient, name: str, hostname: str, since: float) -> float:
-    """Seconds from `since` to the first reload whose backends no longer hold `hostname`."""
+    """Seconds from `since` to the first change whose backends no longer hold `hostname`."""
     for _ in range(40):
-        for record in _reloads_since(client, name, since):
+        for record in _changes_since(client, name, since):
             backends = record.get("backends")
             names = [str(b) for b in backends] if isinstance(backends, list) else []
             if not any(b.startswith(f"{hostname}-") for b in names):
@@ -129,8 +134,8 @@ def _kills(client: DockerClient, name: str, url: str, samples: int,
             cluster.scale(client, name, 3)
             victim = next(c for c in labelled_containers(client, cluster.labels(name, "web"))
                           if c.status == "running")
-            ip = _ip(victim, name)
-            victim.kill()
+            ip = _ip(client, victim, name)
+            kill_container(client, victim.id)
             killed = time.monotonic()
             helpers.wait_until(lambda ip=ip: not _in_rotation(client, name, ip), timeout=15,
                                interval=0.05)
@@ -142,7 +147,7 @@ def _kills(client: DockerClient, name: str, url: str, samples: int,
 
 
 def _in_rotation(client: DockerClient, name: str, ip: str) -> bool:
-    view = clusterview.lb_view(_lb(client, name))
+    view = clusterview.lb_view(client, _lb(client, name))
     return view is None or any(s.address.startswith(f"{ip}:") and s.status.startswith("UP")
                                for s in view.servers)
 

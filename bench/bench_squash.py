@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 from layerkit.build.build import context_tar
 from layerkit.build.dockerfile import Generated
-from layerkit.engine import DockerClient, connect, inspect_image
+from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.images import inspect_image
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from layerkit.build import bootstrap
-from layerkit.engine import DockerClient, connect, engine_info, find_image
+from layerkit.engine.client import DockerClient, connect, engine_info
+from layerkit.engine.images import find_image
 from layerkit.errors import EngineUnavailable, LayerkitError, UsageError
 from layerkit.render import dump_json, tabulate
 

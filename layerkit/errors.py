@@ -40,7 +40,13 @@ class SpecError(UsageError):
 
 
 class EngineError(LayerkitError):
-    """The Docker engine refused or failed an operation."""
+    """The Docker engine refused or failed an operation; `status` is the HTTP status of its
+    answer when it gave one (404, 409, 500, ...), else None."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class EngineUnavailable(EngineError):

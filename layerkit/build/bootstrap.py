@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerkit.engine import DockerClient, engine_errors, find_image, pull_image
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import find_image, import_rootfs, pull_image
 from layerkit.errors import BootstrapError
 
 ROOTFS_REPO = "layerkit/rootfs"
@@ -115,9 +116,6 @@ def bootstrap(client: DockerClient, suite: str, ref: str | None = None) -> str:
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
             raise BootstrapError(f"mmdebstrap failed (exit {proc.returncode}): {tail}")
-        repo, _, tag = ref.rpartition(":")
-        with engine_errors(f"importing the root filesystem as {ref}"):
-            client.api.import_image_from_file(
-                str(out), repository=repo, tag=tag,
-                changes=['CMD ["bash"]', f'LABEL org.layerkit.rootfs="debian-{suite}-slim"'])
+        import_rootfs(client, str(out), ref, changes=[
+            'CMD ["bash"]', f'LABEL org.layerkit.rootfs="debian-{suite}-slim"'])
     return ref

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.common import (
+    OutputFormat,
+    app,
+    check_archive_path,
+    err,
+    examples,
+    fails_cleanly,
+    out,
+)
 from layerkit.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +49,10 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
-@app.command("analyze")
+@app.command("analyze", epilog=examples(
+    "layerkit analyze layerkit/webapp:latest",
+    "layerkit analyze layerkit/base:latest layerkit/webapp:latest --format html > report.html",
+    "layerkit analyze --archive app.tar --min-efficiency 0.95 --max-junk 20MB --no-report"))
 @fails_cleanly
 def analyze_cmd(
     images: Annotated[list[str] | None, typer.Argument(
@@ -52,16 +63,20 @@ def analyze_cmd(
     = None,
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] =
     ReportFormat.table,
-    out_dir: Annotated[Path, typer.Option(
-        "--out", help="Directory for the report files (JSON, Markdown, HTML with a chart).")] =
-    Path("reports"),
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for the report files (JSON, Markdown, HTML with charts), "
+        "named after the images [default: reports, or build/reports inside layerkit's own "
+        "source tree, whose reports/ examples only `make reports` writes].",
+        show_default=False)] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report files.")]
     = False,
     dockerfile: Annotated[Path | None, typer.Option(
         "--dockerfile", help="Lint this Dockerfile and attach findings to the layers.")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many reclaimable paths to list.")] = 20,
+    top: Annotated[int, typer.Option("--top", min=0,
+                                     help="How many reclaimable paths to list.")] = 20,
     min_efficiency: Annotated[float | None, typer.Option(
-        "--min-efficiency", help="Fail below this dive-compatible efficiency (0..1).")] = None,
+        "--min-efficiency", help="Fail below this dive-compatible efficiency (0..1, e.g. 0.95).")]
+    = None,
     max_reclaimable: Annotated[str | None, typer.Option(
         "--max-reclaimable", help="Fail above this many reclaimable bytes (50MB) or percent.")]
     = None,
@@ -76,6 +91,11 @@ def analyze_cmd(
 ) -> None:
     """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
     rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
+    out_dir = out_dir or _default_out_dir(Path.cwd())
+    if not no_report:
+        _check_out_dir(out_dir)
+    if archive is not None:
+        check_archive_path(archive)
     lint_report = None
     if dockerfile is not None:
         from layerkit.analyze import lint
@@ -113,7 +133,7 @@ def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
     from layerkit.analyze import gate
 
     rules = gate.GateRules(
-        min_efficiency=min_efficiency,
+        min_efficiency=gate.check_efficiency(min_efficiency),
         max_reclaimable=gate.parse_limit(max_reclaimable) if max_reclaimable else None,
         max_junk=gate.parse_limit(max_junk) if max_junk else None)
     return gate.read_dive_ci(dive_ci, rules) if dive_ci.is_file() else rules
@@ -208,22 +228,49 @@ class _SaveStreams:
         early, self.early = self.early, None
         if self.path is not None:
             return savestream.save_unix(self.path, ref, sent=early)
-        from layerkit.engine import connect, save_image
+        from layerkit.engine.client import connect
+        from layerkit.engine.save import save_image
 
         return save_image(connect(os.environ), ref)
 
 
+def _default_out_dir(cwd: Path) -> Path:
+    """reports/, except in layerkit's own source tree: its reports/ holds the committed
+    examples, which only `make reports` (an explicit --out) regenerates."""
+    project = cwd / "pyproject.toml"
+    try:
+        own = project.is_file() and 'name = "layerkit"' in project.read_text()
+    except OSError:
+        own = False
+    return cwd / "build" / "reports" if own else Path("reports")
+
+
+def _check_out_dir(directory: Path) -> None:
+    """A report directory that cannot be written is refused before the analysis, not after."""
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"--out {directory}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {directory}: {existing} is not writable",
+                         hint="choose another --out, or --no-report")
+
+
 def _write_reports(directory: Path, files: dict[str, str]) -> None:
+    replaced = False
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
+            replaced = replaced or (directory / name).exists()
             (directory / name).write_text(text)
     except OSError as exc:
         raise UsageError(f"--out {directory}: {exc.strerror or exc}") from None
-    err.print(f"analyze: wrote {', '.join(str(directory / n) for n in files)}", markup=False)
+    # the name is the image set's: only this set's earlier report is ever replaced, and it says so
+    verb = "replaced" if replaced else "wrote"
+    err.print(f"analyze: {verb} {', '.join(str(directory / n) for n in files)}", markup=False)
 
 
-@app.command("lint")
+@app.command("lint", epilog=examples(
+    "layerkit lint Dockerfile", "layerkit lint images/webapp/Dockerfile --format json"))
 @fails_cleanly
 def lint_cmd(
     dockerfile: Annotated[Path, typer.Argument(help="The Dockerfile to check.")] =

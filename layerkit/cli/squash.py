@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from layerkit.cli.analyze import LayerSource
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.common import (
+    OutputFormat,
+    app,
+    check_archive_path,
+    check_image_ref,
+    err,
+    fails_cleanly,
+    out,
+)
 
 
 @app.command("squash")
@@ -55,7 +63,11 @@ def squash_cmd(
     LayerSource.auto,
 ) -> None:
     """Merge a range of an image's layers into one, verify it, load it and tag it."""
-    from layerkit.engine import connect
+    if tag is not None:
+        check_image_ref(tag, "--tag")
+    if archive is not None:
+        check_archive_path(archive)
+    from layerkit.engine.client import connect
     from layerkit.squash import render as report_squash
     from layerkit.squash import squash
 

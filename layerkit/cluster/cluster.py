@@ -33,14 +33,13 @@ from layerkit.cluster.view import (
     serving_addresses,
     wait_members,
 )
-from layerkit.engine import (
-    Container,
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
+    ContainerInfo,
     ContainerSpec,
-    DockerClient,
     create_container,
     create_network,
     exec_in,
-    find_image,
     get_file,
     labelled_containers,
     labelled_networks,
@@ -52,6 +51,7 @@ from layerkit.engine import (
     start_container,
     stop_container,
 )
+from layerkit.engine.images import find_image
 from layerkit.errors import ClusterError, EngineError, NotFound, UsageError
 
 PROJECT_LABEL = "org.layerkit.project"
@@ -59,6 +59,7 @@ ROLE_LABEL = "org.layerkit.role"
 # on the network, for `scale` and restores: what `up` was told
 BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"
 FORGET_LABEL = "org.layerkit.serf-forget"
+LB_IMAGE_LABEL, WEB_IMAGE_LABEL = "org.layerkit.lb-image", "org.layerkit.web-image"
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
@@ -177,56 +178,53 @@ def _lb_spec(opts: ClusterOptions) -> ContainerSpec:
 
 
 def _prepare(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
-             ) -> Container:
+             ) -> ContainerInfo:
     """Create and hand in the secrets: the key is in place before Serf first runs."""
     container = create_container(client, spec)
-    put_files(container, files)
+    put_files(client, container.id, files)
     return container
 
 
 def _launch(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
-            ) -> Container:
+            ) -> ContainerInfo:
     container = _prepare(client, spec, files)
-    start_container(container)
+    start_container(client, container.id)
     return container
 
 
 def _launch_webs(client: DockerClient, opts: ClusterOptions, keyring: bytes, count: int, *,
-                 lb: Container | None = None, expected: int = 0) -> list[str]:
+                 lb: ContainerInfo | None = None, expected: int = 0) -> list[str]:
     """All created first, then all started, with the load balancer's reloads held until
     `expected` web members are alive: a batch costs one reload, not one per join."""
     files = {KEYRING_PATH: (keyring, 0o600)}
     batch = lb is not None and count > 1
     if batch:
-        _tell_handler(lb, "--hold", str(HOLD_SECONDS))
+        _tell_handler(client, lb, "--hold", str(HOLD_SECONDS))
     try:
         with ThreadPoolExecutor(PARALLEL) as pool:
             created = list(pool.map(lambda _: _prepare(client, _web_spec(opts), files),
                                     range(count)))
-            list(pool.map(start_container, created))
+            list(pool.map(lambda c: start_container(client, c.id), created))
         if batch:
-            wait_members(lb, expected, timeout=HOLD_SECONDS)
+            wait_members(client, lb, expected, timeout=HOLD_SECONDS)
     finally:
         if batch:
-            _tell_handler(lb, "--release")
-    return [c.name or "" for c in created]
+            _tell_handler(client, lb, "--release")
+    return [c.name for c in created]
 
 
-def _tell_handler(lb: Container | None, *args: str) -> None:
+def _tell_handler(client: DockerClient, lb: ContainerInfo | None, *args: str) -> None:
     """Best effort: a load balancer that is restarting just reloads once per change."""
     if lb is None:
         return
     with contextlib.suppress(EngineError):
-        exec_in(lb, [*HANDLER, *args])
+        exec_in(client, lb.id, [*HANDLER, *args])
 
 
-def _containers(client: DockerClient, name: str, role: str | None = None) -> list[Container]:
+def _containers(client: DockerClient, name: str, role: str | None = None
+                ) -> list[ContainerInfo]:
     wanted = labels(name, role) if role else {PROJECT_LABEL: name}
     return labelled_containers(client, wanted)
-
-
-def _running(container: Container) -> bool:
-    return container.status in ("running", "restarting")
 
 
 def _require_images(client: DockerClient, opts: ClusterOptions) -> None:
@@ -266,7 +264,8 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     try:
         create_network(client, network_name(opts.name), {
             **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port),
-            FORGET_LABEL: str(opts.forget_after)})
+            FORGET_LABEL: str(opts.forget_after), LB_IMAGE_LABEL: opts.lb_image,
+            WEB_IMAGE_LABEL: opts.web_image})
         on_progress("load balancer")
         lb = _launch(client, _lb_spec(opts), _lb_files(made))
         on_progress(f"{scale} web apps")
@@ -296,44 +295,44 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     every = _containers(client, name)
     if not every:
         raise NotFound(f"no cluster named {name!r}", hint=f"`layerkit up --name {name}`")
-    keyring = _keyring(every)
+    keyring = _keyring(client, every)
     _restore_lb(client, name, every, keyring)
     webs = [c for c in every if c.labels.get(ROLE_LABEL) == "web"]
-    dead = [c for c in webs if not _running(c)]
-    alive = sorted((c for c in webs if _running(c)), key=lambda c: c.attrs.get("Created", ""))
+    dead = [c for c in webs if not c.running]
+    alive = sorted((c for c in webs if c.running), key=lambda c: c.created)
     extra = alive[n:] if len(alive) > n else []
     with ThreadPoolExecutor(PARALLEL) as pool:
         # a stop is a graceful Serf leave: HAProxy drops the backend before it goes away
-        list(pool.map(stop_container, extra))
-        list(pool.map(remove_container, dead + extra))
+        list(pool.map(lambda c: stop_container(client, c.id), extra))
+        list(pool.map(lambda c: remove_container(client, c.id), dead + extra))
     started_names = _launch_webs(client, opts, keyring, max(0, n - len(alive)),
                                  lb=_lb(client, name), expected=n)
     ready = wait_ready(client, name, n, timeout=wait) if wait > 0 else False
     return ScaleResult(name, len(alive), n, tuple(started_names),
-                       tuple(c.name or "" for c in dead + extra), ready,
+                       tuple(c.name for c in dead + extra), ready,
                        time.monotonic() - started)
 
 
-def _keyring(containers: list[Container]) -> bytes:
+def _keyring(client: DockerClient, containers: list[ContainerInfo]) -> bytes:
     """The cluster's key, read back from a member (the load balancer first)."""
     ordered = sorted(containers, key=lambda c: c.labels.get(ROLE_LABEL) != "lb")
     for container in ordered:
         try:
-            return get_file(container, KEYRING_PATH)
+            return get_file(client, container.id, KEYRING_PATH)
         except NotFound:
             continue
     raise ClusterError("no container of the cluster holds its gossip key",
                        hint="`layerkit down` and `layerkit up` again")
 
 
-def _restore_lb(client: DockerClient, name: str, every: list[Container], keyring: bytes
+def _restore_lb(client: DockerClient, name: str, every: list[ContainerInfo], keyring: bytes
                 ) -> None:
     """Start a stopped load balancer; recreate one removed behind our back, published where
     `up` published it (kept in the network's labels)."""
     lbs = [c for c in every if c.labels.get(ROLE_LABEL) == "lb"]
     if lbs:
-        if not _running(lbs[0]):
-            start_container(lbs[0])
+        if not lbs[0].running:
+            start_container(client, lbs[0].id)
         return
     opts = _saved_options(client, name)
     _launch(client, _lb_spec(opts), _lb_files(Secrets(keyring, secrets.token_urlsafe(18))))
@@ -342,12 +341,14 @@ def _restore_lb(client: DockerClient, name: str, every: list[Container], keyring
 def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
     """The options `up` kept in the network's labels; defaults for any it did not keep."""
     nets = labelled_networks(client, labels(name, "network"))
-    where = nets[0].attrs.get("Labels") or {} if nets else {}
+    where = nets[0].labels if nets else {}
     port = str(where.get(PORT_LABEL, ""))
     forget = str(where.get(FORGET_LABEL, ""))
     seconds = int(forget) if forget.isascii() and forget.isdigit() else 0
     return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
                           port=int(port) if port.isdigit() else 0,
+                          lb_image=where.get(LB_IMAGE_LABEL) or ClusterOptions.lb_image,
+                          web_image=where.get(WEB_IMAGE_LABEL) or ClusterOptions.web_image,
                           forget_after=seconds if 0 < seconds <= MAX_FORGET_SECONDS
                           else ClusterOptions.forget_after)
 
@@ -358,15 +359,15 @@ def down(client: DockerClient, name: str) -> DownResult:
     project = {PROJECT_LABEL: name}
     containers = labelled_containers(client, project)
     with ThreadPoolExecutor(PARALLEL) as pool:
-        list(pool.map(remove_container, containers))
+        list(pool.map(lambda c: remove_container(client, c.id), containers))
     networks = labelled_networks(client, project)
     for network in networks:
-        remove_network(network)
+        remove_network(client, network.id)
     volumes = labelled_volumes(client, project)
     for volume in volumes:
-        remove_volume(volume)
-    return DownResult(name, tuple(c.name or "" for c in containers),
-                      tuple(n.name or "" for n in networks), tuple(v.name for v in volumes))
+        remove_volume(client, volume.name)
+    return DownResult(name, tuple(c.name for c in containers),
+                      tuple(n.name for n in networks), tuple(v.name for v in volumes))
 
 
 
@@ -375,7 +376,7 @@ def down(client: DockerClient, name: str) -> DownResult:
 
 # --- readiness, endpoints, status -------------------------------------------------------------
 
-def _lb(client: DockerClient, name: str) -> Container | None:
+def _lb(client: DockerClient, name: str) -> ContainerInfo | None:
     lbs = _containers(client, name, "lb")
     return lbs[0] if lbs else None
 
@@ -396,7 +397,7 @@ def wait_ready(client: DockerClient, name: str, n: int, *, timeout: float) -> bo
     deadline = time.monotonic() + timeout
     while True:
         live = _web_addresses(client, name)
-        view = lb_view(_lb(client, name)) if len(live) == n else None
+        view = lb_view(client, _lb(client, name)) if len(live) == n else None
         if view is not None and serving_addresses(view) == live:
             return True
         if time.monotonic() >= deadline:
@@ -418,7 +419,7 @@ def status(client: DockerClient, name: str) -> ClusterStatus:
     rows = tuple(sorted((container_row(c, network_name(name), ROLE_LABEL) for c in containers),
                         key=lambda r: (r.role != "lb", r.name)))
     lb = next((c for c in containers if c.labels.get(ROLE_LABEL) == "lb"), None)
-    view = lb_view(lb)
+    view = lb_view(client, lb)
     return ClusterStatus(name, endpoints_of(lb), rows, view.members if view else (),
                          view.servers if view else (), bool(view and view.haproxy))
 
@@ -430,4 +431,4 @@ def stats_password(client: DockerClient, name: str) -> str:
     if lb is None:
         raise NotFound(f"cluster {name!r} has no load balancer",
                        hint=f"`layerkit scale N --name {name}`")
-    return get_file(lb, PASSWORD_PATH).decode().strip()
+    return get_file(client, lb.id, PASSWORD_PATH).decode().strip()

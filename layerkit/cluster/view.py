@@ -11,7 +11,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from layerkit.engine import Container, exec_in, refresh
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import ContainerInfo, PortBinding, exec_in, inspect_container
 
 HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
 _SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")
@@ -72,11 +73,11 @@ def serving_addresses(view: LbView) -> set[str]:
             for s in view.servers if s.status.startswith("UP")}
 
 
-def lb_view(lb: Container | None) -> LbView | None:
+def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:
     """Serf's and HAProxy's views from inside a running load balancer, or None."""
     if lb is None or lb.status != "running":
         return None
-    code, output = exec_in(lb, ["python3", "-m", "layerkit.agent.lbstatus"])
+    code, output = exec_in(client, lb.id, ["python3", "-m", "layerkit.agent.lbstatus"])
     if code != 0:
         return None
     try:
@@ -86,11 +87,12 @@ def lb_view(lb: Container | None) -> LbView | None:
     return parse_view(raw) if isinstance(raw, dict) else None
 
 
-def wait_members(lb: Container | None, expected: int, *, timeout: float) -> bool:
+def wait_members(client: DockerClient, lb: ContainerInfo | None, expected: int, *,
+                 timeout: float) -> bool:
     """Poll until the load balancer's Serf sees `expected` alive web members."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        view = lb_view(refresh(lb) if lb is not None else None)
+        view = lb_view(client, inspect_container(client, lb.id) if lb is not None else None)
         if view is not None and sum(1 for m in view.members
                                     if m.role == "web" and m.status == "alive") >= expected:
             return True
@@ -109,28 +111,26 @@ def parse_view(raw: dict[str, object]) -> LbView:
     return LbView(members, servers, raw.get("haproxy") is True)
 
 
-def container_row(container: Container, network: str, role_label: str) -> ContainerRow:
-    attrs = container.attrs
-    nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    address = (nets.get(network) or {}).get("IPAddress") or ""
-    return ContainerRow(container.name or "", container.labels.get(role_label, "?"),
-                        container.status, address, int(attrs.get("RestartCount") or 0))
+def container_row(container: ContainerInfo, network: str, role_label: str) -> ContainerRow:
+    return ContainerRow(container.name, container.labels.get(role_label, "?"),
+                        container.status, container.addresses.get(network, ""),
+                        container.restarts)
 
 
-def endpoints_of(lb: Container | None) -> Endpoints:
+def endpoints_of(lb: ContainerInfo | None) -> Endpoints:
     if lb is None:
         return Endpoints(None, None)
-    ports = (refresh(lb).attrs.get("NetworkSettings") or {}).get("Ports") or {}
-    return Endpoints(_url(ports.get(HTTP_PORT), "/"), _url(ports.get(STATS_PORT), "/stats"))
+    return Endpoints(_url(lb.ports.get(HTTP_PORT, ()), "/"),
+                     _url(lb.ports.get(STATS_PORT, ()), "/stats"))
 
 
-def _url(bindings: object, path: str) -> str | None:
-    if not isinstance(bindings, list) or not bindings or not isinstance(bindings[0], dict):
+def _url(bindings: tuple[PortBinding, ...], path: str) -> str | None:
+    if not bindings:
         return None
-    host = str(bindings[0].get("HostIp") or "127.0.0.1")
+    host = bindings[0].host_ip or "127.0.0.1"
     host = "127.0.0.1" if host == "0.0.0.0" else host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{bindings[0].get('HostPort')}{path}"
+    return f"http://{host}:{bindings[0].host_port}{path}"
 
 
 def _dicts(value: object) -> list[dict[str, object]]:

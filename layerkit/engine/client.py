@@ -19,10 +19,11 @@ from docker import DockerClient
 
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, LayerkitError, NotFound
 
-__all__ = ["DEFAULT_HOST", "DockerClient", "EngineInfo", "connect", "engine_errors", "engine_info",
-           "gone_ok"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_SOCKET", "DockerClient", "EngineInfo", "connect",
+           "engine_errors", "engine_info", "gone_ok"]
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_SOCKET = "/var/run/docker.sock"  # where the engine listens when DOCKER_HOST is unset
+DEFAULT_HOST = f"unix://{DEFAULT_SOCKET}"
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,12 @@ def engine_errors(what: str) -> Iterator[None]:
     except docker.errors.NotFound as exc:
         raise NotFound(f"{what}: not found ({_explanation(exc)})") from None
     except docker.errors.APIError as exc:
-        raise EngineError(f"{what}: engine said {exc.status_code}: {_explanation(exc)}") from None
+        raise EngineError(f"{what}: engine said {exc.status_code}: {_explanation(exc)}",
+                          status=exc.status_code) from None
     except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"{what}: {exc}", hint=FIX_HINT) from None
+        # the SDK's own refusals (bad argument, unreadable context, TLS set-up): the engine may
+        # well be there, so this is not "unavailable"
+        raise EngineError(f"{what}: {exc}") from None
     except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as exc:
         raise EngineError(f"{what}: the engine's reply broke off ({type(exc).__name__})") from None
     except (requests.exceptions.ConnectionError, ConnectionError) as exc:
@@ -100,8 +104,6 @@ def engine_info(client: DockerClient) -> EngineInfo:
         containerd_snapshotter="driver-type" in status
         and "snapshotter" in str(status.get("driver-type", "")),
     )
-
-
 
 
 def gone_ok() -> contextlib.suppress:

@@ -1,8 +1,14 @@
-"""Labelled containers, networks and volumes, as the cluster asks for them."""
+"""Labelled containers, networks and volumes, as the cluster asks for them.
+
+Everything leaves this module as a frozen dataclass (ContainerInfo, NetworkInfo, VolumeInfo)
+and every action takes a container's id or name: the SDK's objects and their `attrs` stay in
+here, so the cluster's logic can be read (and tested) without knowing the SDK.
+"""
 
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import time
 from collections.abc import Mapping
@@ -12,22 +18,24 @@ from typing import Any
 
 from docker import DockerClient
 from docker.models.containers import Container
-from docker.models.networks import Network
 
 from layerkit.engine.client import engine_errors, gone_ok
 from layerkit.errors import EngineError, NotFound
 
 __all__ = [
-    "Container", "ContainerSpec", "Network", "create_container", "create_network", "exec_in",
-    "get_file", "labelled_containers", "labelled_networks", "labelled_volumes", "put_files",
-    "refresh", "remove_container", "remove_network", "remove_volume", "start_container",
+    "Container", "ContainerInfo", "ContainerSpec", "NetworkInfo", "PortBinding", "VolumeInfo",
+    "create_container", "create_network", "exec_in", "get_file", "inspect_container",
+    "kill_container", "labelled_containers", "labelled_networks", "labelled_volumes",
+    "put_files", "remove_container", "remove_network", "remove_volume", "start_container",
     "stop_container",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What cluster.py asks for; the SDK's many keyword arguments stay in here."""
+    """What the cluster asks for; the SDK's many keyword arguments stay in here."""
 
     image: str
     name: str
@@ -40,32 +48,114 @@ class ContainerSpec:
     restart: str = "unless-stopped"
 
 
-def labelled_containers(client: DockerClient, labels: Mapping[str, str]) -> list[Container]:
+@dataclass(frozen=True)
+class PortBinding:
+    host_ip: str
+    host_port: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One container as the engine last reported it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    status: str                                # created | running | exited | restarting ...
+    created: str                               # RFC 3339: sorts in creation order
+    restarts: int                              # times the restart policy brought it back
+    hostname: str
+    env: tuple[str, ...]                       # NAME=value, as the container was created
+    addresses: Mapping[str, str]               # network name -> IPv4 address on it
+    ports: Mapping[str, tuple[PortBinding, ...]]  # "80/tcp" -> where the host publishes it
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    subnets: tuple[str, ...]   # CIDR of each IPAM pool
+    gateways: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str]
+
+
+def container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    """A ContainerInfo from the engine's inspect document (also used on recorded JSON)."""
+    settings = attrs.get("NetworkSettings") or {}
+    config = attrs.get("Config") or {}
+    ports = {port: tuple(PortBinding(str(b.get("HostIp") or ""), str(b.get("HostPort") or ""))
+                         for b in bindings if isinstance(b, dict))
+             for port, bindings in (settings.get("Ports") or {}).items()
+             if isinstance(bindings, list)}
+    return ContainerInfo(
+        id=str(attrs.get("Id", "")), name=str(attrs.get("Name", "")).lstrip("/"),
+        labels=dict(config.get("Labels") or {}),
+        status=str((attrs.get("State") or {}).get("Status", "")),
+        created=str(attrs.get("Created", "")), restarts=int(attrs.get("RestartCount") or 0),
+        hostname=str(config.get("Hostname", "")), env=tuple(config.get("Env") or ()),
+        addresses={net: str(value.get("IPAddress") or "")
+                   for net, value in (settings.get("Networks") or {}).items()
+                   if isinstance(value, dict)},
+        ports=ports)
+
+
+def network_info(attrs: Mapping[str, Any]) -> NetworkInfo:
+    pools = [p for p in ((attrs.get("IPAM") or {}).get("Config") or []) if isinstance(p, dict)]
+    return NetworkInfo(
+        id=str(attrs.get("Id", "")), name=str(attrs.get("Name", "")),
+        labels=dict(attrs.get("Labels") or {}),
+        subnets=tuple(str(p["Subnet"]) for p in pools if p.get("Subnet")),
+        gateways=tuple(str(p["Gateway"]) for p in pools if p.get("Gateway")))
+
+
+def labelled_containers(client: DockerClient, labels: Mapping[str, str]
+                        ) -> list[ContainerInfo]:
     """All containers (running or not) carrying every one of `labels`."""
     with engine_errors("listing containers"):
-        return list(client.containers.list(all=True, filters={"label": _label_filter(labels)}))
+        found = client.containers.list(all=True, filters={"label": _label_filter(labels)},
+                                       ignore_removed=True)
+    return [container_info(c.attrs) for c in found]
 
 
-def labelled_networks(client: DockerClient, labels: Mapping[str, str]) -> list[Network]:
+def inspect_container(client: DockerClient, ref: str) -> ContainerInfo:
+    with engine_errors(f"inspecting container {ref}"):
+        return container_info(client.api.inspect_container(ref))
+
+
+def labelled_networks(client: DockerClient, labels: Mapping[str, str]) -> list[NetworkInfo]:
     with engine_errors("listing networks"):
-        return list(client.networks.list(filters={"label": _label_filter(labels)}))
+        found = client.api.networks(filters={"label": _label_filter(labels)})
+    return [network_info(n) for n in found]
 
 
-def labelled_volumes(client: DockerClient, labels: Mapping[str, str]) -> list[Any]:
+def labelled_volumes(client: DockerClient, labels: Mapping[str, str]) -> list[VolumeInfo]:
     with engine_errors("listing volumes"):
-        return list(client.volumes.list(filters={"label": _label_filter(labels)}))
+        found = client.api.volumes(filters={"label": _label_filter(labels)})
+    return [VolumeInfo(str(v.get("Name", "")), dict(v.get("Labels") or {}))
+            for v in (found or {}).get("Volumes") or []]
 
 
 def _label_filter(labels: Mapping[str, str]) -> list[str]:
     return [f"{key}={value}" for key, value in labels.items()]
 
 
-def create_network(client: DockerClient, name: str, labels: Mapping[str, str]) -> Network:
+def create_network(client: DockerClient, name: str, labels: Mapping[str, str]) -> NetworkInfo:
     with engine_errors(f"creating network {name}"):
-        return client.networks.create(name, driver="bridge", labels=dict(labels))
+        created = client.api.create_network(name, driver="bridge", labels=dict(labels))
+        return network_info(client.api.inspect_network(created["Id"]))
 
 
-def create_container(client: DockerClient, spec: ContainerSpec) -> Container:
+def create_container(client: DockerClient, spec: ContainerSpec) -> ContainerInfo:
     """Created, not started: files can be put into it first."""
     api = client.api
     # (ip,) alone lets the engine pick a free host port
@@ -81,10 +171,11 @@ def create_container(client: DockerClient, spec: ContainerSpec) -> Container:
             spec.image, name=spec.name, hostname=spec.hostname, labels=dict(spec.labels),
             environment=dict(spec.env), ports=list(spec.ports), host_config=host_config,
             networking_config=networking)
-        return client.containers.get(created["Id"])
+        logger.debug("created container %s (%s)", spec.name, created["Id"][:12])
+        return container_info(api.inspect_container(created["Id"]))
 
 
-def put_files(container: Container, files: Mapping[str, tuple[bytes, int]]) -> None:
+def put_files(client: DockerClient, ref: str, files: Mapping[str, tuple[bytes, int]]) -> None:
     """Write files (absolute path -> (content, mode)) into a container, root-owned."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -97,59 +188,62 @@ def put_files(container: Container, files: Mapping[str, tuple[bytes, int]]) -> N
             info = tarfile.TarInfo(path.lstrip("/"))
             info.size, info.mode, info.mtime = len(data), mode, int(time.time())
             tar.addfile(info, io.BytesIO(data))
-    with engine_errors(f"copying files into {container.name}"):
-        if not container.put_archive("/", buf.getvalue()):
-            raise EngineError(f"copying files into {container.name}: engine refused")
+    with engine_errors(f"copying files into {ref}"):
+        if not client.api.put_archive(ref, "/", buf.getvalue()):
+            raise EngineError(f"copying files into {ref}: engine refused")
 
 
-def get_file(container: Container, path: str) -> bytes:
+def get_file(client: DockerClient, ref: str, path: str) -> bytes:
     """The content of one regular file inside a container (running or not)."""
-    with engine_errors(f"reading {path} from {container.name}"):
-        stream, _ = container.get_archive(path)
+    with engine_errors(f"reading {path} from {ref}"):
+        stream, _ = client.api.get_archive(ref, path)
         raw = b"".join(stream)
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         member = tar.next()
         extracted = tar.extractfile(member) if member is not None else None
         if extracted is None:
-            raise NotFound(f"{path} in {container.name} is not a regular file")
+            raise NotFound(f"{path} in {ref} is not a regular file")
         return extracted.read()
 
 
-def start_container(container: Container) -> None:
-    with engine_errors(f"starting container {container.name}"):
-        container.start()
+def start_container(client: DockerClient, ref: str) -> None:
+    with engine_errors(f"starting container {ref}"):
+        client.api.start(ref)
 
 
-def stop_container(container: Container, timeout: int = 10) -> None:
-    with engine_errors(f"stopping container {container.name}"):
-        container.stop(timeout=timeout)
+def stop_container(client: DockerClient, ref: str, timeout: int = 10) -> None:
+    with engine_errors(f"stopping container {ref}"):
+        client.api.stop(ref, timeout=timeout)
 
 
-def remove_container(container: Container) -> None:
+def kill_container(client: DockerClient, ref: str, signal: str = "SIGKILL") -> None:
+    with engine_errors(f"killing container {ref}"):
+        client.api.kill(ref, signal=signal)
+
+
+def remove_container(client: DockerClient, ref: str) -> None:
     """Force-removed with its anonymous volumes; gone already is fine."""
-    with engine_errors(f"removing container {container.name}"), gone_ok():
-        container.remove(force=True, v=True)
+    with engine_errors(f"removing container {ref}"), gone_ok():
+        client.api.remove_container(ref, force=True, v=True)
 
 
-def remove_network(network: Network) -> None:
-    with engine_errors(f"removing network {network.name}"), gone_ok():
-        network.remove()
+def remove_network(client: DockerClient, ref: str) -> None:
+    with engine_errors(f"removing network {ref}"), gone_ok():
+        client.api.remove_network(ref)
 
 
-def remove_volume(volume: Any) -> None:
-    with engine_errors(f"removing volume {volume.name}"), gone_ok():
-        volume.remove(force=True)
+def remove_volume(client: DockerClient, name: str) -> None:
+    with engine_errors(f"removing volume {name}"), gone_ok():
+        client.api.remove_volume(name, force=True)
 
 
-def exec_in(container: Container, argv: list[str]) -> tuple[int, str]:
-    """Run `argv` in a running container: exit code and combined output."""
-    with engine_errors(f"running {argv[0]} in {container.name}"):
-        code, output = container.exec_run(argv, demux=False)
+def exec_in(client: DockerClient, ref: str, argv: list[str], *, user: str = ""
+            ) -> tuple[int, str]:
+    """Run `argv` in a running container (as `user`, default the image's): exit code and
+    combined output."""
+    with engine_errors(f"running {argv[0]} in {ref}"):
+        exec_id = client.api.exec_create(ref, argv, user=user)["Id"]
+        output = client.api.exec_start(exec_id, demux=False)
+        code = client.api.exec_inspect(exec_id).get("ExitCode")
     data = output if isinstance(output, bytes) else b"".join(output or ())
     return int(code or 0), data.decode(errors="replace")
-
-
-def refresh(container: Container) -> Container:
-    with engine_errors(f"inspecting container {container.name}"):
-        container.reload()
-    return container

@@ -38,7 +38,6 @@ __all__ = ["SaveStream", "image_exists", "info_unix", "inspect_unix", "save_imag
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = unixhttp.DEFAULT_SOCKET
 socket_path = unixhttp.socket_path
 
 

@@ -39,9 +39,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from layerkit import engine
-from layerkit.engine import DockerClient
-from layerkit.engine.save import info_unix, socket_path
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import find_image, inspect_image, load_image, remove_image, tag_image
+from layerkit.engine.save import info_unix, save_image, socket_path
 from layerkit.errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
 from layerkit.image import storage
 from layerkit.image.archive import Archive, Layer, SavedImage, layer_tar_chunks, read_archive
@@ -167,7 +167,7 @@ class _Run:
                                                                     config))
                 if loaded and self.opts.tag is not None:
                     assert self.client is not None
-                    engine.tag_image(self.client, new_id, self.opts.tag)
+                    tag_image(self.client, new_id, self.opts.tag)
             except BaseException:
                 self._forget(new_id)
                 raise
@@ -193,7 +193,7 @@ class _Run:
             image = _pick(archive, self.ref)
             return image, self._start(image, archive)
         client, ref = self._engine_source()
-        info = engine.inspect_image(client, ref)
+        info = inspect_image(client, ref)
         source_layers = list(info.get("RootFS", {}).get("Layers") or [])
         start = choose_start(len(source_layers), base_layers=self._base_layers(None),
                              source_layers=source_layers, last=self.opts.last,
@@ -226,12 +226,12 @@ class _Run:
                    source_layers: list[str], start: int) -> SavedImage:
         # spooling needs room for the range's layers and the new layer; else read the image twice
         kept = 0 if self.opts.archive_out or self.opts.base is None else \
-            int(engine.inspect_image(client, self.opts.base).get("Size", 0))
+            int(inspect_image(client, self.opts.base).get("Size", 0))
         self.low_disk = self.opts.low_disk or _short_of_space(
             self.tmp, int(info.get("Size", 0)) - kept)
         logger.debug("squash: %s", "reading the image twice (low disk)" if self.low_disk
                      else "spooling the range's layers")
-        with engine.save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
+        with save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
             if not self._spooling:
                 return read_archive(stream, hash_content=self.opts.verify).images[0]
             # kept layers are not read again (unless --archive-out copies them): not spooled
@@ -268,7 +268,7 @@ class _Run:
                 return [layer.digest for layer in image.layers]
         if self.client is None:
             raise UsageError(f"--from {base}: not in the archive, and no engine to ask")
-        return list(engine.inspect_image(self.client, base).get("RootFS", {}).get("Layers")
+        return list(inspect_image(self.client, base).get("RootFS", {}).get("Layers")
                     or [])
 
     # --- merge and load ----------------------------------------------------------------------
@@ -284,7 +284,7 @@ class _Run:
                 with open(self.spool, "rb") as fh:
                     return write_layer_seekable(fh, layers, plan, out)
             client, ref = self._engine_source()
-            with engine.save_image(client, ref, chunk_size=256 << 10) as again:
+            with save_image(client, ref, chunk_size=256 << 10) as again:
                 return write_layer(iter_chunks_reader(again), image.layers, plan, out)
 
     def _load(self, layer_path: Path, config: dict[str, Any], start: int,
@@ -292,8 +292,8 @@ class _Run:
         if not self.opts.load or self.opts.tag is None:
             return False
         assert self.client is not None
-        self.existed = engine.find_image(self.client, new_id) is not None
-        engine.load_image(self.client, load_stream(layer_path, config, start))
+        self.existed = find_image(self.client, new_id) is not None
+        load_image(self.client, load_stream(layer_path, config, start))
         return True
 
     def _verify(self, check: Future[str | None] | None, loaded: bool, new_id: str,
@@ -302,7 +302,7 @@ class _Run:
             raise VerifyFailed(f"the squashed filesystem differs from the source's: {problem}")
         if loaded:
             assert self.client is not None
-            got = engine.inspect_image(self.client, new_id).get("RootFS", {}).get("Layers")
+            got = inspect_image(self.client, new_id).get("RootFS", {}).get("Layers")
             want = config["rootfs"]["diff_ids"]
             if got != want:
                 raise VerifyFailed(f"the engine holds other layers than were written for "
@@ -313,7 +313,7 @@ class _Run:
         loaded, unless it was there before."""
         if not self.existed and self.client is not None:
             with contextlib.suppress(Exception):
-                engine.remove_image(self.client, new_id)
+                remove_image(self.client, new_id)
 
     def _write_archive(self, image: SavedImage, start: int, layer_path: Path,
                        config: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
+from tests.engine.cluster_helpers import cluster_images  # noqa: F401 - the cluster tests' images
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from layerkit.analyze.analyze import ImageReport, analyze
 from layerkit.analyze.lint import lint_text
 from layerkit.cli.app import app
-from layerkit.engine import DockerClient, save_image
+from layerkit.engine.client import DockerClient
+from layerkit.engine.save import save_image
 from layerkit.image.archive import SavedImage, read_archive
 from layerkit.image.fsview import replay
 from tests.imagetar import Image, oci_archive

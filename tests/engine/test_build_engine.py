@@ -18,7 +18,8 @@ import pytest
 from layerkit import __version__
 from layerkit.build.build import build_all
 from layerkit.build.specs import load_all
-from layerkit.engine import Container, DockerClient
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import Container
 from tests.conftest import IMAGES, PACKAGE_DIR, ROOT
 
 TEST_LABELS = {"org.layerkit.test": "1"}
@@ -186,7 +187,7 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks where i
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from layerkit.build.build import build_one
 from layerkit.build.dockerfile import Generated
-from layerkit.engine import connect
+from layerkit.engine.client import connect
 from layerkit.build.specs import load
 spec_dir = Path({str(tmp_path)!r}) / "slow"
 spec_dir.mkdir()

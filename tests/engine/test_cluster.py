@@ -12,39 +12,52 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
+from layerkit.agent import handler
 from layerkit.cli.app import app
 from layerkit.cluster import cluster
-from layerkit.engine import (
-    Container,
-    DockerClient,
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
+    ContainerInfo,
     exec_in,
     get_file,
+    inspect_container,
+    kill_container,
     labelled_containers,
     put_files,
     remove_container,
 )
 from tests.conftest import IMAGES
-from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, url_of, wait_until
+from tests.engine.cluster_helpers import (
+    ClusterImages,
+    LoadLoop,
+    backends,
+    options,
+    unique_name,
+    url_of,
+    wait_until,
+)
+
+HANDLER = ["python3", "-m", "layerkit.agent.handler"]
 
 
 @pytest.fixture(scope="module")
-def running(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+def running(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
     """A cluster of three web apps, removed at the end whatever happened."""
     name = unique_name()
     try:
-        result = cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 3)
+        result = cluster.up(docker_client, options(cluster_images, name), 3)
         assert result.ready, "three web apps did not all serve within the wait"
         yield name
     finally:
         cluster.down(docker_client, name)
 
 
-def webs(client: DockerClient, name: str) -> list[Container]:
+def webs(client: DockerClient, name: str) -> list[ContainerInfo]:
     return [c for c in labelled_containers(client, cluster.labels(name, "web"))
             if c.status == "running"]
 
 
-def lb(client: DockerClient, name: str) -> Container:
+def lb(client: DockerClient, name: str) -> ContainerInfo:
     (found,) = labelled_containers(client, cluster.labels(name, "lb"))
     return found
 
@@ -72,7 +85,7 @@ def test_scale_is_idempotent_and_restores_removed(docker_client: DockerClient,
     again = cluster.scale(docker_client, running, 2)
     assert again.started == ()
     assert again.removed == ()
-    remove_container(webs(docker_client, running)[0])
+    remove_container(docker_client, webs(docker_client, running)[0].id)
     restored = cluster.scale(docker_client, running, 2)
     assert len(restored.started) == 1
     assert restored.ready
@@ -83,12 +96,11 @@ def test_kill_under_load_fails_no_request(docker_client: DockerClient, running: 
     cluster.scale(docker_client, running, 3)
     url = url_of(docker_client, running)
     victim = webs(docker_client, running)[0]
-    victim.reload()
-    victim_ip = victim.attrs["NetworkSettings"]["Networks"][cluster.network_name(running)][
-        "IPAddress"]
+    victim_ip = inspect_container(docker_client, victim.id).addresses[
+        cluster.network_name(running)]
     with LoadLoop(url, max_seconds=30) as loop:
         assert wait_until(lambda: loop.last_seen(victim_ip) is not None, timeout=10)
-        victim.kill()
+        kill_container(docker_client, victim.id)
         killed_at = time.monotonic()
         # HAProxy stops sending it traffic: its server is DOWN (health check) or gone (Serf)
         assert wait_until(lambda: not _in_rotation(docker_client, running, victim_ip),
@@ -101,7 +113,7 @@ def test_kill_under_load_fails_no_request(docker_client: DockerClient, running: 
 
 
 def _in_rotation(client: DockerClient, name: str, ip: str) -> bool:
-    view = cluster.lb_view(lb(client, name))
+    view = cluster.lb_view(client, lb(client, name))
     assert view is not None
     return any(s.address.startswith(f"{ip}:") and s.status.startswith("UP")
                for s in view.servers)
@@ -116,7 +128,8 @@ def test_twenty_reloads_under_load_fail_no_request(docker_client: DockerClient, 
                   max_seconds=40) as loop:
         assert wait_until(lambda: loop.ok > 20, timeout=10)
         for _ in range(20):
-            code, output = exec_in(balancer, ["s6-svc", "-2", "/etc/services.d/haproxy"])
+            code, output = exec_in(docker_client, balancer.id,
+                                   ["s6-svc", "-2", "/etc/services.d/haproxy"])
             assert code == 0, output
             time.sleep(0.3)
         time.sleep(0.5)
@@ -133,13 +146,14 @@ def test_status_shows_three_views_and_no_secret(docker_client: DockerClient,
     assert {c["role"] for c in doc["containers"]} == {"lb", "web"}
     assert {m["role"] for m in doc["members"] if m["status"] == "alive"} == {"lb", "web"}
     assert all(b["status"].startswith("UP") for b in doc["backends"])
-    key = json.loads(get_file(lb(docker_client, running), cluster.KEYRING_PATH))[0]
+    key = json.loads(get_file(docker_client, lb(docker_client, running).id,
+                              cluster.KEYRING_PATH))[0]
     password = cluster.stats_password(docker_client, running)
     table = CliRunner().invoke(app, ["status", "--name", running])
     for text in (result.output, table.output):
         assert key not in text
         assert password not in text
-    inspect = json.dumps(lb(docker_client, running).attrs)
+    inspect = json.dumps(docker_client.api.inspect_container(lb(docker_client, running).id))
     assert key not in inspect
     assert password not in inspect
 
@@ -147,25 +161,24 @@ def test_status_shows_three_views_and_no_secret(docker_client: DockerClient,
 def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> None:
     """s6 restarts a dead Serf agent; the engine restarts a container whose PID 1 exited."""
     target = webs(docker_client, running)[0]
-    code, _ = exec_in(target, ["s6-svc", "-k", "/etc/services.d/serf"])
+    code, _ = exec_in(docker_client, target.id, ["s6-svc", "-k", "/etc/services.d/serf"])
     assert code == 0
-    target.reload()
-    code, _ = exec_in(target, ["s6-svscanctl", "-t", "/etc/services.d"])
+    code, _ = exec_in(docker_client, target.id, ["s6-svscanctl", "-t", "/etc/services.d"])
 
     def restarted() -> bool:
-        target.reload()
-        return target.attrs["RestartCount"] >= 1 and target.status == "running"
+        now = inspect_container(docker_client, target.id)
+        return now.restarts >= 1 and now.status == "running"
 
     assert wait_until(restarted, timeout=30)
     assert cluster.wait_ready(docker_client, running, len(webs(docker_client, running)),
                               timeout=30)
     # the load balancer too: it comes back, rejoins the web apps and serves them all
     balancer = lb(docker_client, running)
-    exec_in(balancer, ["s6-svscanctl", "-t", "/etc/services.d"])
+    exec_in(docker_client, balancer.id, ["s6-svscanctl", "-t", "/etc/services.d"])
 
     def lb_restarted() -> bool:
-        balancer.reload()
-        return balancer.attrs["RestartCount"] >= 1 and balancer.status == "running"
+        now = inspect_container(docker_client, balancer.id)
+        return now.restarts >= 1 and now.status == "running"
 
     assert wait_until(lb_restarted, timeout=30)
     count = len(webs(docker_client, running))
@@ -175,7 +188,7 @@ def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> N
 
 def test_scale_recreates_a_removed_load_balancer(docker_client: DockerClient,
                                                  running: str) -> None:
-    remove_container(lb(docker_client, running))
+    remove_container(docker_client, lb(docker_client, running).id)
     result = cluster.scale(docker_client, running, 2)
     assert result.ready
     assert len(backends(url_of(docker_client, running), 20)) == 2
@@ -187,17 +200,82 @@ def test_invalid_render_keeps_the_running_config(docker_client: DockerClient,
     cluster.scale(docker_client, running, 2)
     balancer = lb(docker_client, running)
     template = (IMAGES / "haproxy" / "haproxy.cfg.j2").read_bytes()
-    before = get_file(balancer, "/etc/haproxy/haproxy.cfg")
-    put_files(balancer, {"/etc/layerkit/haproxy.cfg.j2":
-                         (template + b"\nbackend broken\n    no-such-keyword 1\n", 0o644)})
+    before = get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg")
+    put_files(docker_client, balancer.id, {"/etc/layerkit/haproxy.cfg.j2":
+              (template + b"\nbackend broken\n    no-such-keyword 1\n", 0o644)})
     try:
         cluster.scale(docker_client, running, 3, wait=0)
-        assert wait_until(lambda: b'"invalid"' in get_file(balancer,
+        assert wait_until(lambda: b'"invalid"' in get_file(docker_client, balancer.id,
                                                            "/var/log/layerkit/events.log"),
                           timeout=20)
-        assert get_file(balancer, "/etc/haproxy/haproxy.cfg") == before
+        assert get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg") == before
         assert len(backends(url_of(docker_client, running), 10)) == 2
     finally:
-        put_files(balancer, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
-    exec_in(balancer, ["python3", "-m", "layerkit.agent.handler", "--release"])
+        put_files(docker_client, balancer.id, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
+    exec_in(docker_client, balancer.id, ["python3", "-m", "layerkit.agent.handler", "--release"])
     assert cluster.wait_ready(docker_client, running, 3, timeout=20)
+
+
+def _outcomes(client: DockerClient, balancer: ContainerInfo) -> list[dict[str, object]]:
+    text = get_file(client, balancer.id, "/var/log/layerkit/events.log").decode()
+    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") == "outcome"]
+
+
+def test_membership_changes_go_live_without_a_reload(docker_client: DockerClient,
+                                                     running: str) -> None:
+    cluster.scale(docker_client, running, 2)
+    balancer = lb(docker_client, running)
+    before = len(_outcomes(docker_client, balancer))
+    with LoadLoop(url_of(docker_client, running), keep_alive=True, max_seconds=60) as loop:
+        assert cluster.scale(docker_client, running, 4).ready
+        assert cluster.scale(docker_client, running, 2).ready
+    assert loop.failures == [], loop.failures[:5]
+    actions = [r["action"] for r in _outcomes(docker_client, balancer)[before:]]
+    assert "runtime" in actions
+    assert "reload" not in actions, actions
+    # haproxy.cfg is kept in step: what a restart would start with is what runs
+    config = get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg").decode()
+    view = cluster.lb_view(docker_client, balancer)
+    assert view is not None
+    assert {s.name for s in view.servers} == handler.server_names(config)
+
+
+def test_a_reload_that_fails_once_is_retried(docker_client: DockerClient, running: str) -> None:
+    """A template change needs a reload; s6-svc fails the first time; HAProxy still ends with
+    the new config and the right servers."""
+    cluster.scale(docker_client, running, 2)
+    balancer = lb(docker_client, running)
+    template = (IMAGES / "haproxy" / "haproxy.cfg.j2").read_bytes()
+    failing_once = (b"#!/bin/sh\n[ -e /run/s6-failed-once ] || { touch /run/s6-failed-once; "
+                    b"echo injected failure >&2; exit 111; }\nexec /usr/bin/s6-svc \"$@\"\n")
+    put_files(docker_client, balancer.id, {
+        "/usr/local/bin/s6-svc": (failing_once, 0o755),
+        "/etc/layerkit/haproxy.cfg.j2": (template.replace(b"retries 3", b"retries 2"), 0o644)})
+    try:
+        code, output = exec_in(docker_client, balancer.id, HANDLER)
+        assert code == 0, output
+        last = _outcomes(docker_client, balancer)[-1]
+        assert (last["action"], last["attempts"]) == ("reload", "2"), last
+        assert cluster.wait_ready(docker_client, running, 2, timeout=10)
+        assert b"retries 2" in get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg")
+    finally:
+        exec_in(docker_client, balancer.id, ["rm", "-f", "/usr/local/bin/s6-svc"])
+        put_files(docker_client, balancer.id, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
+        exec_in(docker_client, balancer.id, HANDLER)
+    assert cluster.wait_ready(docker_client, running, 2, timeout=10)
+
+
+def test_the_load_balancers_serf_restarted_under_load_fails_no_request(
+        docker_client: DockerClient, running: str) -> None:
+    cluster.scale(docker_client, running, 3)
+    balancer = lb(docker_client, running)
+    with LoadLoop(url_of(docker_client, running), interval=0.01, max_seconds=40) as loop:
+        assert wait_until(lambda: loop.ok > 20, timeout=10)
+        for _ in range(3):
+            code, _ = exec_in(docker_client, balancer.id,
+                              ["s6-svc", "-k", "/etc/services.d/serf"])
+            assert code == 0
+            time.sleep(3)
+        assert cluster.wait_ready(docker_client, running, 3, timeout=20)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 200

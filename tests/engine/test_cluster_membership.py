@@ -8,23 +8,34 @@ from collections.abc import Iterator
 import pytest
 
 from layerkit.cluster import cluster
-from layerkit.engine import (
-    Container,
-    DockerClient,
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
+    ContainerInfo,
     create_network,
     exec_in,
     get_file,
+    inspect_container,
+    kill_container,
     labelled_containers,
     labelled_networks,
     labelled_volumes,
     put_files,
     remove_container,
+    stop_container,
 )
-from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
+from tests.engine.cluster_helpers import (
+    SERF_MEMBERS,
+    ClusterImages,
+    backends,
+    options,
+    unique_name,
+    url_of,
+    wait_until,
+)
 
 
 @pytest.fixture
-def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+def cluster_name(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
     name = unique_name()
     try:
         yield name
@@ -32,40 +43,45 @@ def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> I
         cluster.down(docker_client, name)
 
 
-def lb(client: DockerClient, name: str) -> Container:
+def lb(client: DockerClient, name: str) -> ContainerInfo:
     (found,) = labelled_containers(client, cluster.labels(name, "lb"))
     return found
 
 
-def test_web_apps_started_before_the_load_balancer_join_it(docker_client: DockerClient,
-                                                           cluster_name: str) -> None:
-    opts = cluster.ClusterOptions(name=cluster_name, port=0)
+def test_web_apps_started_before_the_load_balancer_join_it(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    opts = options(cluster_images, cluster_name)
     made = cluster.new_secrets()
     create_network(docker_client, cluster.network_name(cluster_name),
                    cluster.labels(cluster_name, "network"))
     cluster._launch_webs(docker_client, opts, made.keyring, 2)
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     # their agents run and keep retrying to join `lb`, which does not exist yet
-    assert wait_until(lambda: all(exec_in(w, ["serf", "members"])[0] == 0 for w in webs),
+    assert wait_until(lambda: all(exec_in(docker_client, w.id, SERF_MEMBERS)[0] == 0
+                                  for w in webs),
                       timeout=20)
     cluster._launch(docker_client, cluster._lb_spec(opts), cluster._lb_files(made))
     assert cluster.wait_ready(docker_client, cluster_name, 2, timeout=30)
     assert len(backends(url_of(docker_client, cluster_name), 20)) == 2
 
 
-def _serf_container(client: DockerClient, name: str, config: dict[str, object],
-                    keyring: bytes | None) -> Container:
+def _events(client: DockerClient, balancer: ContainerInfo) -> bytes:
+    return get_file(client, balancer.id, "/var/log/layerkit/events.log")
+
+
+def _serf_container(client: DockerClient, name: str, image: str, config: dict[str, object],
+                    keyring: bytes | None) -> str:
     """A bare Serf agent on the cluster's network, as an outsider would run one."""
     container = client.containers.create(
-        f"layerkit/webapp:{cluster.__version__}",
+        image,
         ["serf", "agent", "-config-file=/etc/layerkit/outsider.json"],
         network=cluster.network_name(name), labels=cluster.labels(name, "test-outsider"))
     files = {"/etc/layerkit/outsider.json": (json.dumps(config).encode(), 0o600)}
     if keyring is not None:
         files[cluster.KEYRING_PATH] = (keyring, 0o600)
-    put_files(container, files)
+    put_files(client, str(container.id), files)
     container.start()
-    return container
+    return str(container.id)
 
 
 def _outsider_config(node: str, keyring: bool, **tags: str) -> dict[str, object]:
@@ -78,25 +94,26 @@ def _outsider_config(node: str, keyring: bool, **tags: str) -> dict[str, object]
 
 
 def _members(client: DockerClient, name: str) -> list[str]:
-    view = cluster.lb_view(lb(client, name))
+    view = cluster.lb_view(client, lb(client, name))
     assert view is not None
     return [m.name for m in view.members]
 
 
-def test_agent_without_the_key_never_becomes_a_backend(docker_client: DockerClient,
-                                                       cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
-    outsider = _serf_container(docker_client, cluster_name,
+def test_agent_without_the_key_never_becomes_a_backend(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
+    outsider = _serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config("outsider-1", keyring=False), None)
     try:
         # it keeps trying to join for a while; it never shows up anywhere on the inside
         assert not wait_until(lambda: any("outsider" in m for m in
                                           _members(docker_client, cluster_name)), timeout=8)
-        config = get_file(lb(docker_client, cluster_name), "/etc/haproxy/haproxy.cfg").decode()
+        config = get_file(docker_client, lb(docker_client, cluster_name).id,
+                          "/etc/haproxy/haproxy.cfg").decode()
         assert "outsider" not in config
         assert len(backends(url_of(docker_client, cluster_name), 10)) == 1
     finally:
-        remove_container(outsider)
+        remove_container(docker_client, outsider)
 
 
 HOSTILE = [
@@ -106,22 +123,21 @@ HOSTILE = [
 ]
 
 
-def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClient,
-                                                      cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
+def test_hostile_member_names_never_reach_haproxy_cfg(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
     balancer = lb(docker_client, cluster_name)
-    keyring = get_file(balancer, cluster.KEYRING_PATH)  # an insider gone bad holds the key
-    hostile = [_serf_container(docker_client, cluster_name,
+    # an insider gone bad holds the key
+    keyring = get_file(docker_client, balancer.id, cluster.KEYRING_PATH)
+    hostile = [_serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config(node, keyring=True, **tags), keyring)
                for node, tags in HOSTILE]
     try:
         assert wait_until(lambda: len(_members(docker_client, cluster_name)) == 2 + len(HOSTILE),
                           timeout=20)
-        assert wait_until(lambda: b"rejected" in get_file(balancer,
-                                                          "/var/log/layerkit/events.log")
-                          and b"web-y" in get_file(balancer, "/var/log/layerkit/events.log"),
-                          timeout=10)
-        config = get_file(balancer, "/etc/haproxy/haproxy.cfg").decode()
+        assert wait_until(lambda: b"rejected" in _events(docker_client, balancer)
+                          and b"web-y" in _events(docker_client, balancer), timeout=10)
+        config = get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg").decode()
         assert "evil" not in config
         assert "10.9.9" not in config
         assert "${HOME}" not in config
@@ -130,15 +146,15 @@ def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClien
         assert len(backends(url_of(docker_client, cluster_name), 10)) == 1
     finally:
         for container in hostile:
-            remove_container(container)
+            remove_container(docker_client, container)
 
 
 def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: DockerClient,
-                                                            built_images: dict[str, str]) -> None:
+                                                            cluster_images: ClusterImages) -> None:
     names = [unique_name(), unique_name()]
     try:
         for name in names:
-            assert cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 2).ready
+            assert cluster.up(docker_client, options(cluster_images, name), 2).ready
         seen = [backends(url_of(docker_client, name), 20) for name in names]
         assert [len(s) for s in seen] == [2, 2]
         assert not seen[0] & seen[1]
@@ -155,19 +171,19 @@ def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: Docke
             cluster.down(docker_client, name)
 
 
-def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
-                                               cluster_name: str) -> None:
+def test_failed_and_left_members_are_forgotten(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
     """A killed app (failed: no leave) and a stopped one (left) stop being listed once the
     cluster's forget time has passed (plus Serf's 15 s reap period); the others stay."""
-    opts = cluster.ClusterOptions(name=cluster_name, port=0, forget_after=3)
+    opts = options(cluster_images, cluster_name, forget_after=3)
     assert cluster.up(docker_client, opts, 3).ready
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     killed, stopped, kept = webs
-    names = {c.id: exec_in(c, ["hostname"])[1].strip() for c in webs}
-    killed.kill()
-    stopped.stop(timeout=10)
+    names = {c.id: exec_in(docker_client, c.id, ["hostname"])[1].strip() for c in webs}
+    kill_container(docker_client, killed.id)
+    stop_container(docker_client, stopped.id, timeout=10)
 
-    def listed(container: Container) -> bool:
+    def listed(container: ContainerInfo) -> bool:
         return any(m.startswith(f"{names[container.id]}-")
                    for m in _members(docker_client, cluster_name))
 
@@ -180,5 +196,4 @@ def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
     now = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     assert {c.id for c in now} - {c.id for c in webs}
     for container in now:
-        container.reload()
-        assert "LAYERKIT_SERF_FORGET=3" in container.attrs["Config"]["Env"]
+        assert "LAYERKIT_SERF_FORGET=3" in inspect_container(docker_client, container.id).env

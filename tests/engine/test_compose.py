@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from layerkit.agent.serfagent import write_keyring
-from layerkit.engine import DockerClient, labelled_containers, labelled_networks
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import labelled_containers, labelled_networks
 from tests.conftest import ROOT
 from tests.engine.cluster_helpers import backends, unique_name, wait_until
 

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from layerkit.cli.app import app
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 
 runner = CliRunner(env={"COLUMNS": "160"})
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 import pytest
 
-from layerkit import engine
-from layerkit.engine import DockerClient, unixhttp
+from layerkit.engine import save, unixhttp
 from layerkit.engine import save as savestream
+from layerkit.engine.client import DockerClient, engine_errors
 from layerkit.engine.save import SaveStream
 from layerkit.errors import NotFound
 
@@ -35,7 +35,7 @@ def digest(chunks: Iterable[bytes]) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 def engine_socket(docker_client: DockerClient) -> str:
-    """The unix socket the session's client talks to (what `engine.save_image` would use)."""
+    """The unix socket the session's client talks to (what `save.save_image` would use)."""
     api = docker_client.api
     path = getattr(api.get_adapter(api.base_url), "socket_path", None)
     if not isinstance(path, str):
@@ -97,7 +97,7 @@ def test_three_paths_give_the_same_bytes(docker_client: DockerClient, rootfs_ima
 
 def test_save_image_takes_the_unix_path_and_gives_the_same_bytes(
         docker_client: DockerClient, rootfs_image: str, sdk_digest: tuple[str, int]) -> None:
-    assert digest(engine.save_image(docker_client, rootfs_image)) == sdk_digest
+    assert digest(save.save_image(docker_client, rootfs_image)) == sdk_digest
 
 
 def test_save_unix_without_api_version(rootfs_image: str, engine_socket: str,
@@ -108,7 +108,7 @@ def test_save_unix_without_api_version(rootfs_image: str, engine_socket: str,
 
 def test_save_image_of_a_missing_image_raises_at_the_first_next(
         docker_client: DockerClient) -> None:
-    stream = engine.save_image(docker_client, MISSING)  # no error yet: the thread asks
+    stream = save.save_image(docker_client, MISSING)  # no error yet: the thread asks
     with pytest.raises(NotFound) as info:
         next(stream)
     assert info.value.exit_code == 2
@@ -121,7 +121,7 @@ def test_sdk_path_of_a_missing_image_raises_not_found_too(docker_client: DockerC
     """The tcp/TLS/ssh path (`_sdk_chunks` under `engine_errors`) agrees with the unix one."""
     target = f"/v{docker_client.api.api_version}/images/{MISSING}/get"
     stream = SaveStream(savestream._sdk_chunks(docker_client, target, 1 << 20), 2,
-                        errors=lambda: engine.engine_errors(f"saving image {MISSING}"))
+                        errors=lambda: engine_errors(f"saving image {MISSING}"))
     with pytest.raises(NotFound):
         next(stream)
 

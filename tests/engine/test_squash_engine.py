@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from layerkit import engine
 from layerkit.build.build import BuiltImage, context_tar, squash_own_layers
 from layerkit.build.dockerfile import Generated
-from layerkit.engine import DockerClient
+from layerkit.engine import images, save
+from layerkit.engine.client import DockerClient
 from layerkit.errors import EngineError
 from layerkit.image.archive import SavedImage, read_archive
 from layerkit.image.fsview import replay
@@ -68,7 +68,7 @@ def _build(client: DockerClient, text: str, tag: str) -> str:
 
 
 def _saved(client: DockerClient, ref: str) -> SavedImage:
-    return read_archive(engine.save_image(client, ref), hash_content=True).images[0]
+    return read_archive(save.save_image(client, ref), hash_content=True).images[0]
 
 
 def _fingerprint(image: SavedImage) -> str:
@@ -125,7 +125,7 @@ def test_squash_from_base_keeps_base_layers_and_needed_markers(
     tag = _name("from")
     try:
         result = _squash(docker_client, ref, tag=tag, base=BASE)
-        base_layers = engine.inspect_image(docker_client, BASE)["RootFS"]["Layers"]
+        base_layers = images.inspect_image(docker_client, BASE)["RootFS"]["Layers"]
         out = _check_same(docker_client, saved, tag)
         assert [layer.digest for layer in out.layers[:-1]] == base_layers
         assert result.layers_after == len(base_layers) + 1
@@ -169,11 +169,11 @@ def test_same_tag_moves_only_after_verified_load(
         docker_client: DockerClient, source: tuple[str, SavedImage]) -> None:
     ref, saved = source
     tag = _name("same")
-    engine.tag_image(docker_client, saved.config_digest, tag)
+    images.tag_image(docker_client, saved.config_digest, tag)
     try:
         result = _squash(docker_client, tag, tag=tag, last=3)
-        assert engine.inspect_image(docker_client, tag)["Id"] == result.image_id
-        assert engine.inspect_image(docker_client, ref)["Id"] == saved.config_digest
+        assert images.inspect_image(docker_client, tag)["Id"] == result.image_id
+        assert images.inspect_image(docker_client, ref)["Id"] == saved.config_digest
         _check_same(docker_client, saved, tag)
     finally:
         _remove(docker_client, tag)
@@ -208,11 +208,11 @@ def test_interrupted_squash_leaves_everything_as_it_was(
 
     monkeypatch.setattr(squash, "image_id", record_id)
     if where == "load":
-        monkeypatch.setattr(engine, "load_image", cut_load)
+        monkeypatch.setattr(squash, "load_image", cut_load)
     elif where == "verify":
         monkeypatch.setattr(squash, "result_matches", fail_verify)
     else:
-        monkeypatch.setattr(engine, "tag_image", engine_error)
+        monkeypatch.setattr(squash, "tag_image", engine_error)
     before = _tags(docker_client)
     with pytest.raises((KeyboardInterrupt, EngineError)):
         squash.squash(docker_client, ref, SquashOptions(tag=tag, all_layers=True,
@@ -222,9 +222,9 @@ def test_interrupted_squash_leaves_everything_as_it_was(
     assert {t for t in before if t.startswith("layerkit-test/squash")} == \
         {t for t in _tags(docker_client) if t.startswith("layerkit-test/squash")}
     assert made
-    assert engine.find_image(docker_client, made[0]) is None
+    assert images.find_image(docker_client, made[0]) is None
     assert list(tmp_path.iterdir()) == []
-    assert engine.inspect_image(docker_client, ref)["Id"] == saved.config_digest
+    assert images.inspect_image(docker_client, ref)["Id"] == saved.config_digest
 
 
 def _to_oci(legacy: Path, oci: Path) -> None:
@@ -263,7 +263,7 @@ def test_oci_layout_archive_in_archive_out_then_loaded(
     ref, saved = source
     legacy, oci, out = tmp_path / "src.tar", tmp_path / "oci.tar", tmp_path / "out.tar"
     with open(legacy, "wb") as fh:
-        for chunk in engine.save_image(docker_client, ref):
+        for chunk in save.save_image(docker_client, ref):
             fh.write(chunk)
     _to_oci(legacy, oci)
     assert read_archive(oci).layout == "oci"
@@ -275,7 +275,7 @@ def test_oci_layout_archive_in_archive_out_then_loaded(
         assert not result.loaded
         assert _fingerprint(read_archive(out, hash_content=True).images[0]) == \
             _fingerprint(saved)
-        engine.load_image(docker_client, imagecfg.file_chunks(out))
+        images.load_image(docker_client, imagecfg.file_chunks(out))
         _check_same(docker_client, saved, tag)
     finally:
         _remove(docker_client, tag)
@@ -290,11 +290,11 @@ def test_build_squash_keeps_the_parent_layers_shared(docker_client: DockerClient
         image_id = _build(docker_client, text, tag)
         built = BuiltImage(name, tag, image_id, 0, 0, 0, 0.0, 2, 0)
         out = squash_own_layers(docker_client, built, BASE)
-        base_layers = engine.inspect_image(docker_client, BASE)["RootFS"]["Layers"]
-        layers = engine.inspect_image(docker_client, tag)["RootFS"]["Layers"]
+        base_layers = images.inspect_image(docker_client, BASE)["RootFS"]["Layers"]
+        layers = images.inspect_image(docker_client, tag)["RootFS"]["Layers"]
         assert layers[:-1] == base_layers
         assert out.layers == len(base_layers) + 1
-        assert engine.inspect_image(docker_client, latest)["Id"] == out.image_id
+        assert images.inspect_image(docker_client, latest)["Id"] == out.image_id
         assert _run(docker_client, tag) == "two\n"
         again = squash_own_layers(docker_client, out, BASE)  # one layer left: nothing to do
         assert again == out

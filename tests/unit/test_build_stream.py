@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from layerkit.build.build import BuildEvent, _consume, _parse_step, _StreamState
+from layerkit.build.stream import BuildEvent
+from layerkit.build.stream import StreamState as _StreamState
+from layerkit.build.stream import consume as _consume
+from layerkit.build.stream import parse_step as _parse_step
+from layerkit.engine.images import parse_build_chunk
 from layerkit.errors import BuildError
 
 STREAM = [
@@ -22,7 +26,7 @@ STREAM = [
 def test_steps_cache_image_and_build_containers() -> None:
     state, events = _StreamState(), []
     for chunk in STREAM:
-        _consume("img", chunk, state, events.append)
+        _consume("img", parse_build_chunk(chunk), state, events.append)
     assert (state.step, state.total, state.instruction) == (3, 3, "COPY rarely-root/ /")
     assert state.cached == 1
     assert state.image_id == "sha256:feed"
@@ -36,11 +40,11 @@ def test_steps_cache_image_and_build_containers() -> None:
 def test_error_carries_the_step_and_the_log_tail() -> None:
     state = _StreamState()
     for chunk in STREAM[:5]:
-        _consume("img", chunk, state, lambda _: None)
+        _consume("img", parse_build_chunk(chunk), state, lambda _: None)
     with pytest.raises(BuildError) as info:
-        _consume("img", {"error": "returned a non-zero code: 100",
-                          "errorDetail": {"message": "returned a non-zero code: 100"}},
-                 state, lambda _: None)
+        _consume("img", parse_build_chunk({
+            "error": "returned a non-zero code: 100",
+            "errorDetail": {"message": "returned a non-zero code: 100"}}), state, lambda _: None)
     assert info.value.step == "RUN apt-get update"
     assert info.value.log_tail[-1] == "Get:1 http://deb.debian.org bookworm InRelease"
     assert info.value.exit_code == 1
