@@ -27,6 +27,7 @@ from layerkit.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from layerkit.analyze.gate import GateRules
+    from layerkit.engine.client import DockerClient
     from layerkit.engine.save import SaveStream
     from layerkit.engine.unixhttp import Request
     from layerkit.image.archive import SavedImage
@@ -188,16 +189,31 @@ def _sources(refs: list[str], requested: Requested) -> dict[str, Callable[[], Sa
     local = path is not None and requested != "save"
     info = savestream.info_unix(path) if local and path and refs else None
     readers: dict[str, Callable[[], SavedImage] | None] = {}
-    for ref in refs:
+    for position, ref in enumerate(refs):
         inspect = savestream.inspect_unix(path, ref) if local and path else None
         where = choose(requested, ref, local=local, info=info, inspect=inspect).storage
         if where is None:
+            if position and inspect is None:
+                _exists(path, ref)
             readers[ref] = None
             continue
         assert inspect is not None
         names = storage.saved_refs(ref, inspect.get("RepoTags") or [])
         readers[ref] = functools.partial(storage.read_image, ref, names, where)
     return readers
+
+
+def _exists(path: str | None, ref: str) -> None:
+    """NotFound unless the engine has `ref` (asked before the first save is read)."""
+    from layerkit.engine import save as savestream
+
+    if path is None:
+        from layerkit.engine.client import connect
+        from layerkit.engine.images import inspect_image
+
+        inspect_image(connect(os.environ), ref)
+    elif not savestream.image_exists(path, ref):
+        raise NotFound(f"inspecting image {ref}: no such image")
 
 
 class _SaveStreams:
@@ -210,6 +226,7 @@ class _SaveStreams:
         self.early = early
         self.path = savestream.socket_path(os.environ)
         self.started: dict[str, SaveStream] = {}
+        self.client: DockerClient | None = None  # for an engine off a unix socket
 
     def start(self, ref: str) -> None:
         if ref not in self.started:
@@ -231,7 +248,8 @@ class _SaveStreams:
         from layerkit.engine.client import connect
         from layerkit.engine.save import save_image
 
-        return save_image(connect(os.environ), ref)
+        self.client = self.client or connect(os.environ)
+        return save_image(self.client, ref)
 
 
 def _default_out_dir(cwd: Path) -> Path:

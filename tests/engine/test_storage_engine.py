@@ -11,6 +11,7 @@ import random
 import shlex
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,14 @@ def test_a_remote_engine_url_means_the_save(fixture_image: str,
                                       "--source", "storage"])
     assert result.exit_code == 2
     assert "--source storage: the engine is not local" in result.output
+
+
+def test_squash_with_archive_out_reads_the_save(docker_client: DockerClient, fixture_image: str,
+                                                tmp_path: Path) -> None:
+    """--archive-out copies the kept layers' tars, which only a save has: auto takes the save,
+    and --source storage is refused before anything is read."""
+    options = SquashOptions(archive_out=tmp_path / "out.tar", base=BASE, load=False,
+                            source="storage")
+    with pytest.raises(UsageError, match="--source storage: --archive-out"):
+        squash.squash(docker_client, fixture_image, options, os.environ)
+    assert not (tmp_path / "out.tar").exists()
