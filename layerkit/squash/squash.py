@@ -47,7 +47,7 @@ from layerkit.image import storage
 from layerkit.image.archive import Archive, Layer, SavedImage, layer_tar_chunks, read_archive
 from layerkit.image.source import choose
 from layerkit.image.storage import LayerDirs
-from layerkit.image.tarstream import iter_chunks_reader
+from layerkit.image.streams import iter_chunks_reader
 from layerkit.squash.config import (
     ArchiveWriter,
     created_time,
