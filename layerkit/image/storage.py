@@ -36,7 +36,14 @@ from typing import Any
 import xxhash
 
 from layerkit.errors import SourceChanged
-from layerkit.image.archive import Entry, EntryKind, Layer, SavedImage, history_steps
+from layerkit.image.archive import (
+    Entry,
+    EntryKind,
+    Layer,
+    SavedImage,
+    gc_paused,
+    history_steps,
+)
 
 __all__ = [
     "LayerDirs",
@@ -100,7 +107,7 @@ def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
     config = _config(ref, where)
     diff_ids = list(config["rootfs"]["diff_ids"])
     started = time.perf_counter()
-    with _changed(ref):
+    with _changed(ref), gc_paused():  # many small acyclic records: see archive.gc_paused
         layers = [list(layer_entries(d)) for d in where.dirs]
         walked = time.perf_counter()
         add_digests(layers, where.dirs, hash_layers)
