@@ -67,8 +67,7 @@ class ImageDiff:
 
     @property
     def identical(self) -> bool:
-        return self.id_a == self.id_b or (not self.files and not self.config and all(
-            pair.same for pair in self.layers))
+        return self.id_a == self.id_b
 
     def count(self, change: ChangeKind) -> int:
         return sum(1 for f in self.files if f.change == change)
@@ -82,8 +81,10 @@ def diff_images(a: SavedImage, b: SavedImage, *, times: bool = False) -> ImageDi
     view_b = replay([layer.entries for layer in b.layers])
     files = _file_changes(view_a, view_b, times=times)
     logger.debug("diff: %d shared layers, %d file changes", shared, len(files))
+    config = (*_config_changes(a.config.get("config") or {}, b.config.get("config") or {}),
+              *_metadata_changes(a.config, b.config))
     return ImageDiff(_ref(a), _ref(b), a.config_digest, b.config_digest, shared, pairs, files,
-                     _config_changes(a.config.get("config") or {}, b.config.get("config") or {}))
+                     config)
 
 
 def _ref(image: SavedImage) -> str:
@@ -159,6 +160,42 @@ def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> tuple[ConfigChange,
     return tuple(changes)
 
 
+_SHOWN = {"Env", "Labels", "ExposedPorts", *(field for _, field in _CONFIG_SCALARS)}
+
+
+def _metadata_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ConfigChange]:
+    """What else the image ID covers: the rest of the runtime config, `created`, the history
+    and the build's own record (container_config): why two images with the same files and
+    settings still have different IDs."""
+    changes = []
+    inner_a, inner_b = a.get("config") or {}, b.get("config") or {}
+    for name in sorted((inner_a.keys() | inner_b.keys()) - _SHOWN):
+        if inner_a.get(name) != inner_b.get(name):
+            changes.append(ConfigChange("config", name, _scalar(inner_a.get(name)),
+                                        _scalar(inner_b.get(name))))
+    for key in ("created", "container", "docker_version", "architecture", "os"):
+        if a.get(key) != b.get(key):
+            changes.append(ConfigChange(key, "", _scalar(a.get(key)), _scalar(b.get(key))))
+    steps_a, steps_b = a.get("history") or [], b.get("history") or []
+    for i in range(max(len(steps_a), len(steps_b))):
+        old = steps_a[i] if i < len(steps_a) else None
+        new = steps_b[i] if i < len(steps_b) else None
+        if old != new:
+            changes.append(ConfigChange("history", str(i), _step(old), _step(new)))
+    build_a, build_b = a.get("container_config") or {}, b.get("container_config") or {}
+    for name in sorted(build_a.keys() | build_b.keys()):
+        if build_a.get(name) != build_b.get(name):
+            changes.append(ConfigChange("container_config", name, _scalar(build_a.get(name)),
+                                        _scalar(build_b.get(name))))
+    return changes
+
+
+def _step(step: dict[str, Any] | None) -> str | None:
+    if step is None:
+        return None
+    return f"{step.get('created', '')} {step.get('created_by', '')}".strip()
+
+
 def _env(config: dict[str, Any]) -> dict[str, str]:
     return dict(item.partition("=")[::2] for item in config.get("Env") or ())
 
@@ -174,6 +211,6 @@ def _ports(config: dict[str, Any]) -> dict[str, str]:
 def _scalar(value: Any) -> str | None:
     if value in (None, "", []):
         return None
-    if isinstance(value, list):
-        return json.dumps(value)  # as the Dockerfile's exec form would hold it
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)  # as the Dockerfile's exec form would hold it
     return str(value)

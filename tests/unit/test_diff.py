@@ -66,7 +66,7 @@ def test_config_changes(tmp_path: Path) -> None:
         ("env", "ROLE"): ("a", "b"), ("env", "NEW"): (None, "1"),
         ("labels", "y"): (None, "2"), ("ports", "80/tcp"): ("exposed", None),
         ("ports", "8080/tcp"): (None, "exposed"), ("cmd", ""): ('["run"]', '["run", "-v"]'),
-        ("user", ""): ("app", None)}
+        ("user", ""): ("app", None), ("history", "1"): (None, "RUN change")}
 
 
 def test_same_image_is_identical(tmp_path: Path) -> None:
