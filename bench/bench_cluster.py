@@ -108,10 +108,16 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
     return joins, leaves, after_start, loop.total, len(loop.failures)
 
 
+def _changes_since(client: DockerClient, name: str, since: float) -> list[dict[str, object]]:
+    """Outcomes that changed HAProxy's servers (live or by a reload) since `since`."""
+    return [r for r in _outcomes(client, name)
+            if r.get("action") in ("runtime", "reload") and float(str(r["ts"])) >= since]
+
+
 def _removed_after(client: DockerClient, name: str, hostname: str, since: float) -> float:
-    """Seconds from `since` to the first reload whose backends no longer hold `hostname`."""
+    """Seconds from `since` to the first change whose backends no longer hold `hostname`."""
     for _ in range(40):
-        for record in _reloads_since(client, name, since):
+        for record in _changes_since(client, name, since):
             backends = record.get("backends")
             names = [str(b) for b in backends] if isinstance(backends, list) else []
             if not any(b.startswith(f"{hostname}-") for b in names):

@@ -50,7 +50,8 @@ def run(quick: bool) -> str:
     ba.BASE = ensure_base(connect(), "debian:bookworm-slim", allow_bootstrap=True).ref
     tag = f"layerkit-bench/transport-{uuid.uuid4().hex[:8]}:1"
     rounds = 4 if quick else 20
-    args = ["analyze", tag, "--no-report", "--format", "json", "--dive-ci", "/nonexistent"]
+    args = ["analyze", tag, "--source", "save", "--no-report", "--format", "json", "--dive-ci",
+            "/nonexistent"]
     try:
         ba._build(ba._dockerfile_big(20 if quick else 90), tag)
         with tempfile.TemporaryDirectory() as tmp:

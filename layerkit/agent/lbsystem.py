@@ -1,15 +1,23 @@
-"""The handler's view of the load balancer container: serf, haproxy and s6 there."""
+"""The handler's view of the load balancer container: serf, haproxy, s6 and its network."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import ipaddress
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
 
-SERF_MEMBERS = ("serf", "members", "-format", "json", "-status", "alive", "-tag", "role=web")
+from .members import IPNetwork, Scope
+from .serfagent import rpc_env
+
+# every member, whatever its state: the handler filters, and tells "none yet" from "all gone"
+SERF_MEMBERS = ("serf", "members", "-format", "json")
 HAPROXY_SERVICE = "/etc/services.d/haproxy"
 ADMIN_SOCKET = Path("/run/haproxy/admin.sock")
 SERVER_STATE = Path("/run/haproxy/server-state")
@@ -33,8 +41,11 @@ class LbSystem:
         self.password_file = password_file
 
     def members(self) -> str:
-        done = subprocess.run(SERF_MEMBERS, capture_output=True, text=True, timeout=TIMEOUT,
-                              check=False)
+        try:
+            done = subprocess.run(SERF_MEMBERS, capture_output=True, text=True, timeout=TIMEOUT,
+                                  check=False, env=rpc_env(os.environ))
+        except subprocess.TimeoutExpired:
+            raise OSError(f"serf members gave no answer in {TIMEOUT:.0f} s") from None
         if done.returncode != 0:
             raise OSError(f"serf members exited {done.returncode}: {_first(done.stderr)}")
         return done.stdout
@@ -43,25 +54,78 @@ class LbSystem:
         env = dict(os.environ)
         # the config reads its stats password from the environment, as the running master does
         env["LAYERKIT_STATS_PASSWORD"] = stats_password(self.password_file) or "x" * 16
-        done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
-                              text=True, timeout=TIMEOUT, check=False, env=env)
+        try:
+            done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
+                                  text=True, timeout=TIMEOUT, check=False, env=env)
+        except subprocess.TimeoutExpired:
+            return f"haproxy -c gave no answer in {TIMEOUT:.0f} s"
         if done.returncode == 0:
             return None
         return _first(done.stdout + done.stderr) or f"exit {done.returncode}"
 
     def reload(self) -> str | None:
         save_server_state(ADMIN_SOCKET, SERVER_STATE)
-        done = subprocess.run(("s6-svc", "-2", HAPROXY_SERVICE), capture_output=True, text=True,
-                              timeout=TIMEOUT, check=False)
+        try:
+            done = subprocess.run(("s6-svc", "-2", HAPROXY_SERVICE), capture_output=True,
+                                  text=True, timeout=TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            return f"s6-svc gave no answer in {TIMEOUT:.0f} s"
         if done.returncode != 0:
             return _first(done.stderr) or f"s6-svc exited {done.returncode}"
         return None
+
+    def runtime(self, command: str) -> str:
+        return admin_command(ADMIN_SOCKET, command)
+
+    def scope(self) -> Scope:
+        return local_scope()
 
     def now(self) -> float:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
+
+
+def local_scope() -> Scope:
+    """The networks of this container's interfaces (IPv4), its own addresses on them and the
+    gateways of its routes: backends must be inside the first and none of the others."""
+    networks: list[IPNetwork] = []
+    own: set[str] = set()
+    for _, name in socket.if_nameindex():
+        if name == "lo":
+            continue
+        found = _interface_v4(name)
+        if found is not None:
+            own.add(found[0])
+            networks.append(ipaddress.ip_network(f"{found[0]}/{found[1]}", strict=False))
+    return Scope(tuple(networks), frozenset(_gateways()), frozenset(own))
+
+
+def _interface_v4(name: str) -> tuple[str, str] | None:
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)[20:24]
+            mask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)[20:24]
+        except OSError:
+            return None  # no IPv4 address on it
+    return socket.inet_ntoa(address), socket.inet_ntoa(mask)
+
+
+def _gateways(route_file: Path = Path("/proc/net/route")) -> set[str]:
+    """Gateways of the IPv4 routing table (little-endian hex in the kernel's table)."""
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in route_file.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] != "00000000":
+                with contextlib.suppress(ValueError):
+                    found.add(socket.inet_ntoa(struct.pack("<I", int(fields[2], 16))))
+    return found
 
 
 def admin_command(sock_path: Path, command: str, timeout: float = 5.0) -> str:

@@ -3,6 +3,7 @@ rules."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from enum import StrEnum
@@ -24,8 +25,16 @@ from layerkit.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from layerkit.analyze.gate import GateRules
+    from layerkit.engine.save import SaveStream
     from layerkit.engine.unixhttp import Request
     from layerkit.image.archive import SavedImage
+    from layerkit.image.source import Requested
+
+
+class LayerSource(StrEnum):
+    auto = "auto"
+    storage = "storage"
+    save = "save"
 
 
 class ReportFormat(StrEnum):
@@ -70,6 +79,10 @@ def analyze_cmd(
         "--max-junk", help="Fail above this many junk bytes (10MB) or percent.")] = None,
     dive_ci: Annotated[Path, typer.Option(
         "--dive-ci", help="dive's CI rules file, read when it exists.")] = Path(".dive-ci"),
+    source: Annotated[LayerSource, typer.Option(
+        "--source", help="Where layers are read: the engine's overlay2 directories (storage, "
+        "local engines), its docker save stream (save), or storage where it can (auto).")] =
+    LayerSource.auto,
 ) -> None:
     """Where an image's bytes are: layer sizes, reclaimable bytes and why, junk, sharing."""
     rules = _gate_rules(min_efficiency, max_reclaimable, max_junk, dive_ci)
@@ -83,7 +96,7 @@ def analyze_cmd(
         from layerkit.analyze import lint
 
         lint_report = lint.lint_file(dockerfile)
-    saved = _saved_images(images or [], archive)
+    saved = _saved_images(images or [], archive, source.value)
     from layerkit.analyze import analyze, gate
     from layerkit.analyze import render as report_analyze  # while the engine writes the first image
 
@@ -116,57 +129,99 @@ def _gate_rules(min_efficiency: float | None, max_reclaimable: str | None,
     return gate.read_dive_ci(dive_ci, rules) if dive_ci.is_file() else rules
 
 
-def _saved_images(refs: list[str], archive_path: Path | None) -> Callable[[], list[SavedImage]]:
-    """Check the input and set the engine writing the first image at once; the function
-    returned reads them all. The caller imports the analysis in between, while the engine
-    works, instead of before asking it. On a unix socket (the usual engine) the Docker SDK is
-    not even imported: see `savestream`."""
+def _saved_images(refs: list[str], archive_path: Path | None,
+                  requested: Requested) -> Callable[[], list[SavedImage]]:
+    """Check the input, choose each image's layer source and set the engine writing the first
+    saved image at once; the function returned reads them all. The caller imports the analysis
+    in between, while the engine works, instead of before asking it. On a unix socket (the usual
+    engine) the Docker SDK is not even imported: see `engine.save`."""
     if not refs and archive_path is None:
         raise UsageError("name at least one image, or --archive FILE")
     if archive_path is not None and not archive_path.is_file():
         raise NotFound(f"no archive at {archive_path}")
     from layerkit.cli import entry
-    from layerkit.engine import save as savestream
     from layerkit.image.archive import read_archive
 
     early = entry.take(refs[0] if refs else "")  # sent before typer was imported
-    path = savestream.socket_path(os.environ)
-    if path is not None:
-        def save(ref: str, sent: Request | None = None) -> savestream.SaveStream:
-            return savestream.save_unix(path, ref, sent=sent)
-
-        def exists(ref: str) -> None:
-            if not savestream.image_exists(path, ref):
-                raise NotFound(f"inspecting image {ref}: no such image")
-    else:  # `entry` sends early only to a unix socket: `early` is None
-        from layerkit.engine.client import connect
-        from layerkit.engine.images import inspect_image
-        from layerkit.engine.save import save_image
-
-        client = connect(os.environ)
-
-        def save(ref: str, sent: Request | None = None) -> savestream.SaveStream:
-            return save_image(client, ref)
-
-        def exists(ref: str) -> None:
-            inspect_image(client, ref)
-
-    streams = [save(refs[0], early)] if refs else []
-    for ref in refs[1:]:
-        exists(ref)  # a misspelt second image fails now, not after the first is read
+    sources = _sources(refs, requested)
+    saves = _SaveStreams(early)
 
     def read() -> list[SavedImage]:
         saved: list[SavedImage] = []
         if archive_path is not None:
             saved.extend(read_archive(archive_path, hash_content=True).images)
-        for i in range(len(refs)):
-            if i + 1 < len(refs):
-                streams.append(save(refs[i + 1]))  # the engine exports it while this is read
-            with streams[i] as stream:  # closed at the archive's end
-                saved.append(read_archive(stream, hash_content=True).images[0])
+        for ref in refs:
+            reader = sources[ref]
+            if reader is not None:
+                saved.append(reader())
+                continue
+            later = [r for r in refs[refs.index(ref) + 1:] if sources[r] is None]
+            if later:
+                saves.start(later[0])  # the engine exports it while this one is read
+            saved.append(saves.read(ref))
         return saved
 
+    first_saved = [ref for ref in refs if sources[ref] is None][:1]
+    if first_saved:
+        saves.start(first_saved[0])
     return read
+
+
+def _sources(refs: list[str], requested: Requested) -> dict[str, Callable[[], SavedImage] | None]:
+    """Per image: a reader of its layer directories, or None for the save stream. A misspelt
+    image fails here, before any is read."""
+    from layerkit.engine import save as savestream
+    from layerkit.image import storage
+    from layerkit.image.source import choose
+
+    path = savestream.socket_path(os.environ)
+    local = path is not None and requested != "save"
+    info = savestream.info_unix(path) if local and path and refs else None
+    readers: dict[str, Callable[[], SavedImage] | None] = {}
+    for ref in refs:
+        inspect = savestream.inspect_unix(path, ref) if local and path else None
+        where = choose(requested, ref, local=local, info=info, inspect=inspect).storage
+        if where is None:
+            readers[ref] = None
+            continue
+        assert inspect is not None
+        names = storage.saved_refs(ref, inspect.get("RepoTags") or [])
+        readers[ref] = functools.partial(storage.read_image, ref, names, where)
+    return readers
+
+
+class _SaveStreams:
+    """The saves of the images read from the save stream; the one sent early (`entry`) is
+    the first one's."""
+
+    def __init__(self, early: Request | None) -> None:
+        from layerkit.engine import save as savestream
+
+        self.early = early
+        self.path = savestream.socket_path(os.environ)
+        self.started: dict[str, SaveStream] = {}
+
+    def start(self, ref: str) -> None:
+        if ref not in self.started:
+            self.started[ref] = self._save(ref)
+
+    def read(self, ref: str) -> SavedImage:
+        from layerkit.image.archive import read_archive
+
+        self.start(ref)
+        with self.started.pop(ref) as stream:  # closed at the archive's end
+            return read_archive(stream, hash_content=True).images[0]
+
+    def _save(self, ref: str) -> SaveStream:
+        from layerkit.engine import save as savestream
+
+        early, self.early = self.early, None
+        if self.path is not None:
+            return savestream.save_unix(self.path, ref, sent=early)
+        from layerkit.engine.client import connect
+        from layerkit.engine.save import save_image
+
+        return save_image(connect(os.environ), ref)
 
 
 def _default_out_dir(cwd: Path) -> Path:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
-from layerkit.errors import ClusterError
+from layerkit.errors import ClusterError, UsageError
 
 ClusterName = Annotated[str, typer.Option(
     "--name", "-n", envvar="LAYERKIT_CLUSTER", help="Cluster name; several run side by side.")]
@@ -34,12 +34,26 @@ def up_cmd(
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
+    swarm_mode: Annotated[bool, typer.Option(
+        "--swarm", help="Deploy as Swarm services through a manager (DOCKER_HOST or local).")]
+    = False,
+    lb: Annotated[int | None, typer.Option(
+        "--lb", help="Swarm: load balancers, each on a node of its own (default 2).")] = None,
+    vip: Annotated[str | None, typer.Option(
+        "--vip", help="Swarm: floating ADDRESS[/PREFIX] on the nodes' network (keepalived).")]
+    = None,
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
+    if swarm_mode:
+        _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
+                  forget_after=forget_after, wait=wait, output=output)
+        return
+    if lb is not None or vip is not None:
+        raise UsageError("--lb and --vip need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
                                   forget_after=forget_after)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
@@ -63,13 +77,21 @@ def scale_cmd(
     OutputFormat.table,
 ) -> None:
     """Set the number of web apps live; replaces any removed behind layerkit's back."""
-    from layerkit.cluster import cluster
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
-    result = cluster.scale(connect(os.environ), name, n, wait=wait)
+    client = connect(os.environ)
+    if swarm.find_services(client, name):
+        done = swarm.scale(client, name, n, wait=wait)
+        out.print(swarm_report.scale_json(done) if output is OutputFormat.json
+                  else swarm_report.scale_text(done), markup=False)
+        _fail_unless_ready(done.ready, wait, name, n)
+        return
+    result = cluster.scale(client, name, n, wait=wait)
     out.print(report.scale_json(result) if output is OutputFormat.json
               else report.scale_text(result), markup=False)
     _fail_unless_ready(result.ready, wait, name, n)
@@ -85,13 +107,19 @@ def status_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
-    """Containers, Serf members and HAProxy's view of each backend."""
-    from layerkit.cluster import cluster
+    """Containers, Serf members and HAProxy's view of each backend (Swarm: tasks and nodes)."""
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     client = connect(os.environ)
+    if not stats_password and swarm.find_services(client, name):
+        done = swarm.status(client, name)
+        out.print(swarm_report.status_json(done) if output is OutputFormat.json
+                  else swarm_report.status_table(done), markup=False)
+        return
     if stats_password:
         out.print(cluster.stats_password(client, name), markup=False)
         return
@@ -108,15 +136,40 @@ def down_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
-    """Remove every container, network and volume labelled with the cluster's name."""
-    from layerkit.cluster import cluster
+    """Remove every container, network and volume labelled with the cluster's name (Swarm:
+    its services, secrets and overlay network)."""
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
-    result = cluster.down(connect(os.environ), name)
+    client = connect(os.environ)
+    if swarm.find_services(client, name):
+        done = swarm.down(client, name)
+        out.print(swarm_report.down_json(done) if output is OutputFormat.json
+                  else swarm_report.down_text(done), markup=False)
+        return
+    result = cluster.down(client, name)
     out.print(report.down_json(result) if output is OutputFormat.json
               else report.down_text(result), markup=False)
+
+
+def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None, forget_after: int,
+              wait: float, output: OutputFormat) -> None:
+    from layerkit.cluster import swarm
+    from layerkit.cluster import swarmrender as report
+    from layerkit.cluster.cluster import validate_scale
+    from layerkit.engine.client import connect
+
+    opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, forget_after=forget_after)
+    swarm.validate_options(opts)  # bad input is exit 2 before any engine is asked
+    validate_scale(scale)
+    result = swarm.up(connect(os.environ), opts, scale, wait=wait,
+                      on_progress=lambda what: err.print(f"starting {what}", markup=False))
+    out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
+              markup=False)
+    _fail_unless_ready(result.ready, wait, name, scale)
 
 
 def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:

@@ -59,6 +59,7 @@ ROLE_LABEL = "org.layerkit.role"
 # on the network, for `scale` and restores: what `up` was told
 BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"
 FORGET_LABEL = "org.layerkit.serf-forget"
+LB_IMAGE_LABEL, WEB_IMAGE_LABEL = "org.layerkit.lb-image", "org.layerkit.web-image"
 KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
 PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
 MAX_SCALE = 64
@@ -263,7 +264,8 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     try:
         create_network(client, network_name(opts.name), {
             **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port),
-            FORGET_LABEL: str(opts.forget_after)})
+            FORGET_LABEL: str(opts.forget_after), LB_IMAGE_LABEL: opts.lb_image,
+            WEB_IMAGE_LABEL: opts.web_image})
         on_progress("load balancer")
         lb = _launch(client, _lb_spec(opts), _lb_files(made))
         on_progress(f"{scale} web apps")
@@ -345,6 +347,8 @@ def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
     seconds = int(forget) if forget.isascii() and forget.isdigit() else 0
     return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
                           port=int(port) if port.isdigit() else 0,
+                          lb_image=where.get(LB_IMAGE_LABEL) or ClusterOptions.lb_image,
+                          web_image=where.get(WEB_IMAGE_LABEL) or ClusterOptions.web_image,
                           forget_after=seconds if 0 < seconds <= MAX_FORGET_SECONDS
                           else ClusterOptions.forget_after)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +34,8 @@ from layerkit.engine import unixhttp
 from layerkit.engine.client import engine_errors
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 
-__all__ = ["SaveStream", "image_exists", "save_image", "save_unix", "socket_path"]
+__all__ = ["SaveStream", "image_exists", "info_unix", "inspect_unix", "save_image", "save_unix",
+           "socket_path"]
 
 socket_path = unixhttp.socket_path
 
@@ -59,15 +61,35 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
 
 def image_exists(path: str, ref: str) -> bool:
     """Whether the engine at `path` has `ref` (its inspect document, read and dropped)."""
-    with unix_errors(f"inspecting image {ref}", path):
-        try:
-            for _ in unixhttp.get(path, unixhttp.image_target(ref, "json")):
-                pass
-        except unixhttp.HTTPStatusError as exc:
-            if exc.status == 404:
-                return False
-            raise
+    try:
+        inspect_unix(path, ref)
+    except NotFound:
+        return False
     return True
+
+
+def inspect_unix(path: str, ref: str) -> dict[str, Any]:
+    """`docker image inspect ref` from the engine at the unix socket `path`; NotFound if it
+    has no such image."""
+    with unix_errors(f"inspecting image {ref}", path):
+        return _json(path, unixhttp.image_target(ref, "json"))
+
+
+def info_unix(path: str) -> dict[str, Any]:
+    """`docker info` (storage driver and its status among it) from the engine at `path`."""
+    with unix_errors("reading engine information", path):
+        return _json(path, "/info")
+
+
+def _json(path: str, target: str) -> dict[str, Any]:
+    body = b"".join(unixhttp.get(path, target, wait=None))
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise unixhttp.ProtocolError(f"{target}: the reply is not JSON") from None
+    if not isinstance(document, dict):
+        raise unixhttp.ProtocolError(f"{target}: the reply is not a JSON object")
+    return document
 
 
 @contextlib.contextmanager

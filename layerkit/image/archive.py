@@ -21,9 +21,9 @@ Public API:
 - `Archive.images: tuple[SavedImage, ...]`, each with `layers: tuple[Layer, ...]` (oldest first),
   `history`, `config` and `refs`. `Layer.entries` are the layer tar's entries, whiteouts included
   and uninterpreted (`fsview` interprets them).
-- `open_layer(fileobj, layer) -> tarfile.TarFile`: for a *seekable* saved archive (e.g. a temp
-  file the squash wrote the stream to): the layer's tar, decompressed, in stream mode, so a caller
-  can copy file contents newest layer first without a second full pass.
+- `layer_tar_chunks(fileobj, layer)`: for a *seekable* saved archive (a squash's spool): the
+  layer's tar, decompressed, in chunks. `decompressed(raw, compression)`: the one way a layer's
+  stored bytes are decompressed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import gc
 import io
 import json
 import posixpath
-import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ from layerkit.image.tarstream import (
     ZstdReader,
     headers,
     is_header,
-    iter_chunks_reader,
 )
 
 __all__ = [
@@ -66,10 +64,10 @@ __all__ = [
     "HistoryItem",
     "Layer",
     "SavedImage",
+    "decompressed",
     "gc_paused",
     "history_steps",
-    "iter_chunks_reader",
-    "open_layer",
+    "layer_tar_chunks",
     "read_archive",
 ]
 
@@ -122,7 +120,7 @@ class Layer:
     member: str                  # where it is stored in the archive
     compression: Compression
     stored_size: int             # bytes in the archive (compressed size if compressed)
-    data_offset: int             # offset of the stored bytes in the archive, for open_layer
+    data_offset: int             # offset of the stored bytes in the archive
     entries: tuple[Entry, ...]
     created_by: str
     history_index: int | None    # position in `SavedImage.history`
@@ -224,7 +222,7 @@ def _take(stream: Counted, member: Header, found: _Pass, hashing: bool) -> None:
     if compression is not None:
         data = cast(IO[bytes], Bounded(stream, member.size, head))
         with _archive_errors(f"layer {name}"):
-            entries = tuple(_layer_entries(_decompressed(data, compression), hashing))
+            entries = tuple(_layer_entries(decompressed(data, compression), hashing))
         found.blobs[name] = _Blob(compression, member.size, member.offset, entries)
     elif member.size <= JSON_LIMIT and head[:1] in (b"{", b"["):
         found.docs[name] = head + stream.read_exact(member.size - len(head))
@@ -241,7 +239,7 @@ def _compression(head: bytes) -> Compression | None:
     return None
 
 
-def _decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
+def decompressed(raw: IO[bytes], compression: Compression) -> IO[bytes]:
     if compression == "gzip":
         return cast(IO[bytes], io.BufferedReader(GzipReader(raw), BUFSIZE))
     if compression == "zstd":
@@ -442,9 +440,10 @@ def history_steps(raw: list[dict[str, Any]],
 
 # --- random access for seekable archives, and stream adapters ------------------------------------
 
-def open_layer(fileobj: IO[bytes], layer: Layer) -> tarfile.TarFile:
-    """The tar of `layer` from a seekable saved archive, decompressed, in stream mode."""
-    fileobj.seek(layer.data_offset)
-    raw = io.BufferedReader(Bounded(Counted(fileobj), layer.stored_size), BUFSIZE)
-    # tarfile's default small buffer: a large one is copied on every header read in stream mode
-    return tarfile.open(fileobj=_decompressed(raw, layer.compression), mode="r|")
+def layer_tar_chunks(fh: IO[bytes], layer: Layer) -> Iterator[bytes]:
+    """The uncompressed tar of `layer` from a seekable saved archive, in chunks."""
+    fh.seek(layer.data_offset)
+    raw = cast(IO[bytes], Bounded(Counted(fh), layer.stored_size))
+    data = decompressed(raw, layer.compression)
+    while chunk := data.read(BUFSIZE):
+        yield chunk

@@ -33,11 +33,18 @@ from typing import Any
 
 import xxhash
 
-from layerkit.errors import LayerkitError
+from layerkit.errors import SourceChanged
 from layerkit.image.archive import Entry, EntryKind, Layer, SavedImage, history_steps
 
-__all__ = ["LayerDirs", "SourceChanged", "add_digests", "layer_dirs", "layer_entries",
-           "read_image", "unreadable_reason"]
+__all__ = [
+    "LayerDirs",
+    "add_digests",
+    "layer_dirs",
+    "layer_entries",
+    "read_image",
+    "saved_refs",
+    "unreadable_reason",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +52,6 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 WHITEOUT_MODE = 0o600
 _CHUNK = 1 << 20
 _EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
-
-
-class SourceChanged(LayerkitError):
-    """An image's layer directories changed or went away while they were read."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ def layer_entries(root: Path) -> Iterator[Entry]:
         path, full = stack.pop()
         st = os.lstat(full)
         mode = st.st_mode
+        seconds = st.st_mtime_ns // 1_000_000_000  # not int(st_mtime): a float rounds up
         uid, gid, mtime = share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid), \
-            share(int(st.st_mtime), int(st.st_mtime))
+            share(seconds, seconds)
         perm = share(stat.S_IMODE(mode), stat.S_IMODE(mode))
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
@@ -240,3 +242,15 @@ def _digest(path: Path, size: int) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return "xxh3:" + digest.hexdigest()
+
+
+def saved_refs(ref: str, repo_tags: Sequence[str]) -> tuple[str, ...]:
+    """The names a `docker save ref` manifest gives the image (its RepoTags): `ref` with
+    `:latest` added when it has no tag, in its short form, if the image has that tag; none when
+    `ref` is an ID or a digest."""
+    if "@" in ref:
+        return ()
+    name = ref.removeprefix("docker.io/").removeprefix("library/")
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return (name,) if name in repo_tags else ()

@@ -23,11 +23,19 @@ from layerkit.engine.containers import (
     remove_container,
     stop_container,
 )
-from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
+from tests.engine.cluster_helpers import (
+    SERF_MEMBERS,
+    ClusterImages,
+    backends,
+    options,
+    unique_name,
+    url_of,
+    wait_until,
+)
 
 
 @pytest.fixture
-def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+def cluster_name(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
     name = unique_name()
     try:
         yield name
@@ -40,16 +48,16 @@ def lb(client: DockerClient, name: str) -> ContainerInfo:
     return found
 
 
-def test_web_apps_started_before_the_load_balancer_join_it(docker_client: DockerClient,
-                                                           cluster_name: str) -> None:
-    opts = cluster.ClusterOptions(name=cluster_name, port=0)
+def test_web_apps_started_before_the_load_balancer_join_it(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    opts = options(cluster_images, cluster_name)
     made = cluster.new_secrets()
     create_network(docker_client, cluster.network_name(cluster_name),
                    cluster.labels(cluster_name, "network"))
     cluster._launch_webs(docker_client, opts, made.keyring, 2)
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     # their agents run and keep retrying to join `lb`, which does not exist yet
-    assert wait_until(lambda: all(exec_in(docker_client, w.id, ["serf", "members"])[0] == 0
+    assert wait_until(lambda: all(exec_in(docker_client, w.id, SERF_MEMBERS)[0] == 0
                                   for w in webs),
                       timeout=20)
     cluster._launch(docker_client, cluster._lb_spec(opts), cluster._lb_files(made))
@@ -61,11 +69,11 @@ def _events(client: DockerClient, balancer: ContainerInfo) -> bytes:
     return get_file(client, balancer.id, "/var/log/layerkit/events.log")
 
 
-def _serf_container(client: DockerClient, name: str, config: dict[str, object],
+def _serf_container(client: DockerClient, name: str, image: str, config: dict[str, object],
                     keyring: bytes | None) -> str:
     """A bare Serf agent on the cluster's network, as an outsider would run one."""
     container = client.containers.create(
-        f"layerkit/webapp:{cluster.__version__}",
+        image,
         ["serf", "agent", "-config-file=/etc/layerkit/outsider.json"],
         network=cluster.network_name(name), labels=cluster.labels(name, "test-outsider"))
     files = {"/etc/layerkit/outsider.json": (json.dumps(config).encode(), 0o600)}
@@ -91,10 +99,10 @@ def _members(client: DockerClient, name: str) -> list[str]:
     return [m.name for m in view.members]
 
 
-def test_agent_without_the_key_never_becomes_a_backend(docker_client: DockerClient,
-                                                       cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
-    outsider = _serf_container(docker_client, cluster_name,
+def test_agent_without_the_key_never_becomes_a_backend(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
+    outsider = _serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config("outsider-1", keyring=False), None)
     try:
         # it keeps trying to join for a while; it never shows up anywhere on the inside
@@ -115,13 +123,13 @@ HOSTILE = [
 ]
 
 
-def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClient,
-                                                      cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
+def test_hostile_member_names_never_reach_haproxy_cfg(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
     balancer = lb(docker_client, cluster_name)
     # an insider gone bad holds the key
     keyring = get_file(docker_client, balancer.id, cluster.KEYRING_PATH)
-    hostile = [_serf_container(docker_client, cluster_name,
+    hostile = [_serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config(node, keyring=True, **tags), keyring)
                for node, tags in HOSTILE]
     try:
@@ -142,11 +150,11 @@ def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClien
 
 
 def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: DockerClient,
-                                                            built_images: dict[str, str]) -> None:
+                                                            cluster_images: ClusterImages) -> None:
     names = [unique_name(), unique_name()]
     try:
         for name in names:
-            assert cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 2).ready
+            assert cluster.up(docker_client, options(cluster_images, name), 2).ready
         seen = [backends(url_of(docker_client, name), 20) for name in names]
         assert [len(s) for s in seen] == [2, 2]
         assert not seen[0] & seen[1]
@@ -163,11 +171,11 @@ def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: Docke
             cluster.down(docker_client, name)
 
 
-def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
-                                               cluster_name: str) -> None:
+def test_failed_and_left_members_are_forgotten(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
     """A killed app (failed: no leave) and a stopped one (left) stop being listed once the
     cluster's forget time has passed (plus Serf's 15 s reap period); the others stay."""
-    opts = cluster.ClusterOptions(name=cluster_name, port=0, forget_after=3)
+    opts = options(cluster_images, cluster_name, forget_after=3)
     assert cluster.up(docker_client, opts, 3).ready
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     killed, stopped, kept = webs
