@@ -50,7 +50,10 @@ class BuiltImage:
     seconds: float
     steps: int
     cached_steps: int
-    stages: tuple[tuple[str, str], ...] = ()  # (tag, image ID) of each build stage's result
+    # (tag, image ID) of the images kept beside it: each build stage's result and, for a
+    # reproducible build, the builder's own image, so that none dangles and their steps stay
+    # cached
+    extra_tags: tuple[tuple[str, str], ...] = ()
 
 
 def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> str:
@@ -60,12 +63,13 @@ def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> st
 def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, ImageSpec], *,
               version: str, no_cache: bool | Collection[str] = False,
               write_dockerfiles: bool = True, tag_latest: bool = True, squash: bool = False,
-              build_args: Mapping[str, str] | None = None,
+              build_args: Mapping[str, str] | None = None, epoch: int | None = None,
               on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
     """Build `order` (already sorted parents first); stops at the first failure, with no tag
     moved. `no_cache` is True (every image) or the names of the images built without the
-    cache. `build_args` override the defaults of the specs that declare them. `squash` merges
-    each image's own layers above its parent into one (the parent's stay shared)."""
+    cache. `build_args` override the defaults of the specs that declare them. `epoch` makes
+    the images reproducible (`reproducible.py`) with that time. `squash` merges each image's
+    own layers above its parent into one (the parent's stay shared)."""
     built: list[BuiltImage] = []
     try:
         for spec in order:
@@ -75,14 +79,14 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
             built.append(_build_spec(client, spec, specs, built, version=version,
                                      no_cache=fresh, write_dockerfiles=write_dockerfiles,
                                      squash=squash, tag_latest=tag_latest, build_args=args,
-                                     on_event=on_event))
+                                     epoch=epoch, on_event=on_event))
     except BaseException as exc:
         # after Ctrl-C the client's connections were closed to cancel the build
         _forget(connect(timeout=10) if isinstance(exc, KeyboardInterrupt) else client, built)
         raise
     for image in built:
-        for stage_ref, stage_id in image.stages:
-            tag_image(client, stage_id, stage_ref)
+        for extra_ref, extra_id in image.extra_tags:
+            tag_image(client, extra_id, extra_ref)
         tag_image(client, image.image_id, image.ref)
         if tag_latest:
             tag_image(client, image.image_id, f"layerkit/{image.name}:latest")
@@ -92,7 +96,7 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
 def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpec],
                 built: list[BuiltImage], *, version: str, no_cache: bool,
                 write_dockerfiles: bool, squash: bool, tag_latest: bool,
-                build_args: dict[str, str], on_event: OnEvent) -> BuiltImage:
+                build_args: dict[str, str], epoch: int | None, on_event: OnEvent) -> BuiltImage:
     parent = parent_ref(spec, specs, version)
     if spec.parent not in specs:
         def log(text: str, name: str = spec.name) -> None:
@@ -101,7 +105,7 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
         parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
                                        log=log).ref
     named = {s.name: image_ref(s.parent, version) for s in spec.stages if s.parent in specs}
-    generated = generate(spec, parent, version, named)
+    generated = generate(spec, parent, version, named, reproducible=epoch is not None)
     if write_dockerfiles:
         (spec.directory / "Dockerfile").write_text(generated.text)
     # a parent built in this run is not tagged yet: build FROM its ID
@@ -110,15 +114,33 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
         parent = from_this_run[spec.parent]
     stage_refs = {**named, **{s.name: from_this_run[s.parent] for s in spec.stages
                               if s.parent in from_this_run}}
-    generated = generate(spec, parent, version, stage_refs)
+    generated = generate(spec, parent, version, stage_refs, reproducible=epoch is not None)
     layers = _layers_of(client, parent) if spec.parent in specs else None
+    if epoch is not None:
+        build_args = {**build_args, "SOURCE_DATE_EPOCH": str(epoch)}
     image = build_one(client, spec, generated, version=version, no_cache=no_cache,
                       tag_latest=False, parent_layers=layers, build_args=build_args,
                       on_event=on_event)
+    if epoch is not None:
+        image = _reproducible(client, image, parent, epoch, on_event)
     if squash:
         image = squash_own_layers(client, image, parent, tag_latest=tag_latest,
                                   on_event=on_event)
     return image
+
+
+def _reproducible(client: DockerClient, image: BuiltImage, parent: str, epoch: int,
+                  on_event: OnEvent) -> BuiltImage:
+    from layerkit.build.reproducible import rewrite_image  # only --reproducible needs it
+
+    below = find_image(client, parent)
+    result = rewrite_image(client, image.image_id, len(below.layers) if below else 0, epoch)
+    on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "
+                        f"layers rewritten, {result.dropped_files} files dropped "
+                        f"({result.image_id[:19]})"))
+    keep = (f"{image.ref}-build", image.image_id)
+    return dataclasses.replace(image, image_id=result.image_id,
+                               extra_tags=(*image.extra_tags, keep))
 
 
 def _tagged_as(client: DockerClient, image: BuiltImage) -> bool:
@@ -134,8 +156,8 @@ def _forget(client: DockerClient, built: list[BuiltImage]) -> None:
     try:
         for image in reversed(built):
             _remove_if_untagged(client, image.image_id)
-            for _, stage_id in image.stages:
-                _remove_if_untagged(client, stage_id)
+            for _, extra_id in image.extra_tags:
+                _remove_if_untagged(client, extra_id)
     except LayerkitError as exc:  # the original failure is what the user needs to see
         logger.debug("could not remove an image of the failed build: %s", exc.message)
 

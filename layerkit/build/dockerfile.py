@@ -51,9 +51,12 @@ def image_ref(name: str, version: str) -> str:
 
 
 def generate(spec: ImageSpec, parent_ref: str, version: str,
-             stage_refs: Mapping[str, str] | None = None) -> Generated:
+             stage_refs: Mapping[str, str] | None = None, *,
+             reproducible: bool = False) -> Generated:
     """The Dockerfile and the context files for `spec` built on `parent_ref`; `stage_refs`
-    names what each build stage stands on (default: its own parent, else `parent_ref`)."""
+    names what each build stage stands on (default: its own parent, else `parent_ref`).
+    `reproducible` declares SOURCE_DATE_EPOCH in every stage, so that the programs of its
+    steps that honour it (useradd's password dates, compilers) write that time."""
     files = tuple(context_files(spec))
     groups = sorted({f.arcname.split("/", 1)[0] for f in files
                      if f.arcname.startswith(("rarely-", "often-"))}, key=_group_order)
@@ -62,8 +65,10 @@ def generate(spec: ImageSpec, parent_ref: str, version: str,
                       f"images/{spec.name}/image.toml: do not edit, edit the spec.\n")
     for stage in spec.stages:
         ref = (stage_refs or {}).get(stage.name) or stage.parent or parent_ref
-        _stage_lines(parser, spec, stage, ref)
+        _stage_lines(parser, spec, stage, ref, reproducible)
     parser.add_lines(f"FROM {parent_ref}")
+    if reproducible:
+        parser.add_lines("ARG SOURCE_DATE_EPOCH")
     _args(parser, spec)
     if spec.packages:
         parser.add_lines("ARG DEBIAN_FRONTEND=noninteractive")
@@ -79,8 +84,11 @@ def _args(parser: DockerfileParser, spec: ImageSpec) -> None:
         parser.add_lines(f"ARG {name}={json.dumps(default)}")
 
 
-def _stage_lines(parser: DockerfileParser, spec: ImageSpec, stage: Stage, ref: str) -> None:
+def _stage_lines(parser: DockerfileParser, spec: ImageSpec, stage: Stage, ref: str,
+                 reproducible: bool) -> None:
     parser.add_lines(f"FROM {ref} AS {stage.name}")
+    if reproducible:
+        parser.add_lines("ARG SOURCE_DATE_EPOCH")
     _args(parser, spec)
     if stage.install:
         parser.add_lines("ARG DEBIAN_FRONTEND=noninteractive")

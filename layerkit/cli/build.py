@@ -33,7 +33,8 @@ BUILD_EPILOG = examples(
     "layerkit build                      # every spec under images/, base first",
     "layerkit build webapp --no-cache    # webapp from scratch, its base from the cache",
     "layerkit build app --build-arg PIP_VERSION=24.0",
-    "layerkit build --print webapp       # the generated Dockerfile")
+    "layerkit build --print webapp       # the generated Dockerfile",
+    "layerkit build --no-cache --reproducible   # the same image IDs on every cold build")
 
 
 @app.command("build", epilog=BUILD_EPILOG)
@@ -60,6 +61,10 @@ def build_cmd(
         "--base", envvar="LAYERKIT_BASE_IMAGE", metavar="REF",
         help="Base image for specs that bootstrap their parent (default: the spec's parent, "
              "debian:bookworm-slim).")] = None,
+    reproducible: Annotated[bool, typer.Option(
+        "--reproducible", help="Same image IDs when the same specs are rebuilt from scratch "
+        "with the same package versions: file times clamped to SOURCE_DATE_EPOCH (set, or "
+        "1700000000), logs and caches dropped. On when SOURCE_DATE_EPOCH is set.")] = False,
     squash_layers: Annotated[bool, typer.Option(
         "--squash", help="Squash each image's own layers above its parent into one (the "
         "parent's layers stay shared).")] = False,
@@ -89,11 +94,18 @@ def build_cmd(
         return
     order = build_order(specs, wanted or None)
     fresh = _no_cache_names(no_cache, no_cache_deps, names or [], order)
+    epoch = None
+    if reproducible or os.environ.get("SOURCE_DATE_EPOCH"):
+        from layerkit.build.reproducible import epoch_of
+
+        epoch = epoch_of(os.environ)
+        explain(ctx, "reproducible", f"SOURCE_DATE_EPOCH={epoch}")
     client = connect(os.environ)
     with BuildProgress(err.console, enabled=output is OutputFormat.table,
                        verbose=State.verbose) as progress:
         built = build_all(client, order, specs, version=__version__, no_cache=fresh,
-                          squash=squash_layers, build_args=args, on_event=progress.event)
+                          squash=squash_layers, build_args=args, epoch=epoch,
+                          on_event=progress.event)
     if output is OutputFormat.json:
         out.print(report.build_json(built), markup=False)
     else:

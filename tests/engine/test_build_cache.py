@@ -150,3 +150,30 @@ def test_ctrl_c_in_a_no_cache_rebuild_then_a_plain_build_is_all_cached(
     (image,) = [i for i in json.loads(again.stdout)["images"] if i["name"] == name]
     assert image["cached_steps"] == image["steps"] - 1
     assert image["id"] == before
+
+
+def _remove_tags(client: DockerClient, prefix: str) -> None:
+    for image in client.api.images():
+        for tag in image.get("RepoTags") or ():
+            if tag.startswith(f"layerkit/{prefix}"):
+                client.api.remove_image(tag)
+
+
+def test_reproducible_cold_builds_give_the_same_ids(images: tuple[Path, str],
+                                                    docker_client: DockerClient) -> None:
+    root, prefix = images
+    base, app = f"{prefix}-rb", f"{prefix}-ra"
+    spec(root, base, 'parent = "layerkit/rootfs:bookworm-slim"\n'
+                     '[[packages]]\ninstall = ["netbase"]\n[user]\nname = "app"\n'
+                     '[[steps]]\nrun = "touch /etc/stamp && ldconfig && echo x > /var/log/x.log"\n')
+    spec(root, app, f'parent = "{base}"\n[[steps]]\n'
+                    'run = "mkdir -p /opt/app && echo v1 > /opt/app/v"\n')
+    ids = []
+    for _ in range(2):
+        proc = build(root, app, "--no-cache", "--reproducible", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        ids.append({i["name"]: i["id"] for i in json.loads(proc.stdout)["images"]})
+        _remove_tags(docker_client, prefix)  # cold: nothing of the first build is left
+        time.sleep(1.1)  # a second later: every time the builder writes differs
+    assert ids[0] == ids[1]
+    assert set(ids[0]) == {base, app}
