@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -189,3 +190,36 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
+
+
+@app.command("logs")
+@fails_cleanly
+def logs_cmd(
+    *,
+    name: ClusterName = "demo",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
+    = False,
+    role: Annotated[str | None, typer.Option("--role", help="Only lb, web or vip.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only lines since a duration ago (10m, 2h) or an ISO time.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """The merged, time-ordered logs of every member of a cluster (one engine or Swarm)."""
+    import datetime as dt
+
+    from layerkit.cluster import logs
+    from layerkit.cluster import swarmrender as report
+    from layerkit.engine.client import connect
+
+    start = logs.parse_since(since, dt.datetime.now(dt.UTC)) if since else 0
+    client = connect(os.environ)
+    if follow:
+        for line in logs.follow(client, name, role=role, since=start):
+            out.print(report.log_line(line), markup=False)
+            sys.stdout.flush()  # a line as it comes, also into a pipe
+        return
+    lines = logs.collect(client, name, role=role, since=start)
+    out.print(report.logs_json(lines) if output is OutputFormat.json
+              else "\n".join(report.log_line(line) for line in lines), markup=False)
+
