@@ -27,9 +27,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    engine_dir = str(ROOT / "tests" / "engine")
+    engine_dirs = (str(ROOT / "tests" / "engine"), str(ROOT / "tests" / "swarm"))
     for item in items:
-        if str(item.path).startswith(engine_dir):
+        if str(item.path).startswith(engine_dirs):
             item.add_marker(pytest.mark.engine)
 
 

@@ -7,6 +7,8 @@ Everything comes from the environment the container was started with:
   LAYERKIT_SERF_KEYRING  path of the cluster's gossip keyring file (handed in at start, not baked)
   LAYERKIT_SERF_HANDLER  event handler command line (the load balancer sets it)
   LAYERKIT_SERF_FORGET   seconds after which failed and left members are forgotten (default 120)
+  LAYERKIT_SERF_ADVERTISE_NET  a subnet (Swarm's overlay): advertise this container's address
+                     in it, not the one Serf would pick (a Swarm task has several interfaces)
 
 Serf's RPC port (127.0.0.1:7373) answers any local process, the web app's unprivileged user
 included, and lets it list, install or rotate the gossip keys. So each start makes a fresh RPC
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -108,6 +111,20 @@ def agent_config(env: Mapping[str, str], hostname: str, rpc_token: str = ""
     return config
 
 
+def address_in(subnet: str) -> str:
+    """This container's own address on `subnet`: the source the kernel picks for a route into
+    it. A UDP connect only chooses the route; nothing is sent."""
+    network = ipaddress.ip_network(subnet, strict=False)
+    probe = network.network_address + 1
+    with socket.socket(socket.AF_INET6 if network.version == 6 else socket.AF_INET,
+                       socket.SOCK_DGRAM) as sock:
+        sock.connect((str(probe), 7946))
+        address = str(sock.getsockname()[0])
+    if ipaddress.ip_address(address) not in network:
+        raise ValueError(f"no interface of this container is on {subnet}")
+    return address
+
+
 def write_keyring(path: Path) -> None:
     """A new keyring file (mode 0600) for a cluster started without `layerkit up` (compose)."""
     key = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
@@ -156,6 +173,14 @@ def main() -> None:
     except ValueError as exc:
         print(f"serfagent: {exc}; not starting", file=sys.stderr, flush=True)
         sys.exit(1)
+    subnet = os.environ.get("LAYERKIT_SERF_ADVERTISE_NET", "").strip()
+    if subnet:
+        try:
+            config["advertise"] = f"{address_in(subnet)}:7946"
+        except (OSError, ValueError) as exc:
+            # s6 restarts the service a second later: the interface may still be coming up
+            print(f"serfagent: {exc}; not starting", file=sys.stderr, flush=True)
+            sys.exit(1)
     write_private(RPC_TOKEN_PATH, token + "\n")
     write_private(CONFIG_PATH, json.dumps(config, indent=2))
     sys.stdout.flush()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
 
 from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
-from layerkit.errors import ClusterError
+from layerkit.errors import ClusterError, UsageError
 
 ClusterName = Annotated[str, typer.Option(
     "--name", "-n", envvar="LAYERKIT_CLUSTER", help="Cluster name; several run side by side.")]
@@ -44,18 +45,32 @@ def up_cmd(
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
+    swarm_mode: Annotated[bool, typer.Option(
+        "--swarm", help="Deploy as Swarm services through a manager (DOCKER_HOST or local).")]
+    = False,
+    lb: Annotated[int | None, typer.Option(
+        "--lb", help="Swarm: load balancers, each on a node of its own (default 2).")] = None,
+    vip: Annotated[str | None, typer.Option(
+        "--vip", help="Swarm: floating ADDRESS[/PREFIX] on the nodes' network (keepalived).")]
+    = None,
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
     from layerkit.cluster import cluster
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
+    cluster.validate_wait(wait)
+    if swarm_mode:
+        _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
+                  forget_after=forget_after, wait=wait, output=output)
+        return
+    if lb is not None or vip is not None:
+        raise UsageError("--lb and --vip need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
                                   forget_after=forget_after, memory=memory, pids=pids,
                                   log_size=log_size, log_files=log_files)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
-    cluster.validate_wait(wait)
     client = connect(os.environ)
     result = cluster.up(client, opts, scale, wait=wait,
                         on_progress=lambda what: err.print(f"starting {what}", markup=False))
@@ -75,14 +90,22 @@ def scale_cmd(
     OutputFormat.table,
 ) -> None:
     """Set the number of web apps live; replaces any removed behind layerkit's back."""
-    from layerkit.cluster import cluster
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
     cluster.validate_wait(wait)
-    result = cluster.scale(connect(os.environ), name, n, wait=wait)
+    client = connect(os.environ)
+    if swarm.find_services(client, name):
+        done = swarm.scale(client, name, n, wait=wait)
+        out.print(swarm_report.scale_json(done) if output is OutputFormat.json
+                  else swarm_report.scale_text(done), markup=False)
+        _fail_unless_ready(done.ready, wait, name, n)
+        return
+    result = cluster.scale(client, name, n, wait=wait)
     out.print(report.scale_json(result) if output is OutputFormat.json
               else report.scale_text(result), markup=False)
     _fail_unless_ready(result.ready, wait, name, n)
@@ -98,13 +121,19 @@ def status_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
-    """Containers, Serf members and HAProxy's view of each backend."""
-    from layerkit.cluster import cluster
+    """Containers, Serf members and HAProxy's view of each backend (Swarm: tasks and nodes)."""
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
     client = connect(os.environ)
+    if not stats_password and swarm.find_services(client, name):
+        done = swarm.status(client, name)
+        out.print(swarm_report.status_json(done) if output is OutputFormat.json
+                  else swarm_report.status_table(done), markup=False)
+        return
     if stats_password:
         out.print(cluster.stats_password(client, name), markup=False)
         return
@@ -121,18 +150,76 @@ def down_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
-    """Remove every container, network and volume labelled with the cluster's name."""
-    from layerkit.cluster import cluster
+    """Remove every container, network and volume labelled with the cluster's name (Swarm:
+    its services, secrets and overlay network)."""
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
+    from layerkit.cluster import swarmrender as swarm_report
     from layerkit.engine.client import connect
 
     cluster.validate_name(name)
-    result = cluster.down(connect(os.environ), name)
+    client = connect(os.environ)
+    if swarm.find_services(client, name):
+        done = swarm.down(client, name)
+        out.print(swarm_report.down_json(done) if output is OutputFormat.json
+                  else swarm_report.down_text(done), markup=False)
+        return
+    result = cluster.down(client, name)
     out.print(report.down_json(result) if output is OutputFormat.json
               else report.down_text(result), markup=False)
+
+
+def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None, forget_after: int,
+              wait: float, output: OutputFormat) -> None:
+    from layerkit.cluster import swarm
+    from layerkit.cluster import swarmrender as report
+    from layerkit.cluster.cluster import validate_scale
+    from layerkit.engine.client import connect
+
+    opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, forget_after=forget_after)
+    swarm.validate_options(opts)  # bad input is exit 2 before any engine is asked
+    validate_scale(scale)
+    result = swarm.up(connect(os.environ), opts, scale, wait=wait,
+                      on_progress=lambda what: err.print(f"starting {what}", markup=False))
+    out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
+              markup=False)
+    _fail_unless_ready(result.ready, wait, name, scale)
 
 
 def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
+
+
+@app.command("logs")
+@fails_cleanly
+def logs_cmd(
+    *,
+    name: ClusterName = "demo",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
+    = False,
+    role: Annotated[str | None, typer.Option("--role", help="Only lb, web or vip.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only lines since a duration ago (10m, 2h) or an ISO time.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """The merged, time-ordered logs of every member of a cluster (one engine or Swarm)."""
+    import datetime as dt
+
+    from layerkit.cluster import logs
+    from layerkit.cluster import swarmrender as report
+    from layerkit.engine.client import connect
+
+    start = logs.parse_since(since, dt.datetime.now(dt.UTC)) if since else 0
+    client = connect(os.environ)
+    if follow:
+        for line in logs.follow(client, name, role=role, since=start):
+            out.print(report.log_line(line), markup=False)
+            sys.stdout.flush()  # a line as it comes, also into a pipe
+        return
+    lines = logs.collect(client, name, role=role, since=start)
+    out.print(report.logs_json(lines) if output is OutputFormat.json
+              else "\n".join(report.log_line(line) for line in lines), markup=False)
+

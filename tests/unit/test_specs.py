@@ -25,7 +25,7 @@ def write_spec(tmp_path: Path, text: str, name: str = "img") -> Path:
 
 def test_project_specs_load_and_order() -> None:
     specs = load_all(IMAGES, PACKAGE_DIR)
-    assert set(specs) == {"base", "haproxy", "webapp"}
+    assert set(specs) == {"base", "haproxy", "keepalived", "webapp"}
     order = [s.name for s in build_order(specs, ["webapp"])]
     assert order == ["base", "webapp"]
     assert build_order(specs)[0].name == "base"
