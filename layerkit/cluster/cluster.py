@@ -51,7 +51,7 @@ from layerkit.cluster.view import (
     container_row,
     endpoints_of,
     lb_view,
-    serving_addresses,
+    serving_members,
 )
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
@@ -278,29 +278,31 @@ def endpoints(client: DockerClient, name: str) -> Endpoints:
 
 
 def wait_ready(client: DockerClient, name: str, n: int, *, timeout: float) -> bool:
-    """Poll until HAProxy serves exactly the `n` running web apps (their addresses UP, no
-    other), or `timeout` seconds pass.
+    """Poll until HAProxy serves exactly the `n` running web apps, or `timeout` seconds pass.
 
     A backend that vanished without a leave (removed, killed) may linger DOWN until Serf
     declares it failed; it takes no traffic, so it does not count against readiness. Until
-    its health checks fail it may still show UP: so servers are matched by address, not
-    counted, or a replaced app would make the cluster look ready before the new one serves.
+    its health checks fail it may still show UP, and its address may already be a new web
+    app's (the engine hands freed addresses out again): so each UP server is matched to a
+    running web app by address and by name (a member's name is its container's hostname and a
+    suffix), not counted, or a replaced app would make the cluster look ready too early.
     """
     deadline = time.monotonic() + timeout
     while True:
-        live = _web_addresses(client, name)
+        live = _web_members(client, name)
         view = lb_view(client, _lb(client, name)) if len(live) == n else None
-        if view is not None and serving_addresses(view) == live:
+        if view is not None and serving_members(view) == live:
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.25)
 
 
-def _web_addresses(client: DockerClient, name: str) -> set[str]:
+def _web_members(client: DockerClient, name: str) -> set[tuple[str, str]]:
+    """(hostname, address) of each running web app."""
     network = network_name(name)
-    rows = (container_row(c, network, ROLE_LABEL) for c in _containers(client, name, "web"))
-    return {row.address for row in rows if row.state == "running" and row.address}
+    return {(c.hostname, c.addresses.get(network, "")) for c in _containers(client, name, "web")
+            if c.status == "running" and c.addresses.get(network)}
 
 
 def status(client: DockerClient, name: str) -> ClusterStatus:

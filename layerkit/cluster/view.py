@@ -73,6 +73,13 @@ def serving_addresses(view: LbView) -> set[str]:
             for s in view.servers if s.status.startswith("UP")}
 
 
+def serving_members(view: LbView) -> set[tuple[str, str]]:
+    """(hostname, IP) of the servers HAProxy has UP: a member's name is its hostname and a
+    `-<hex>` suffix (serfagent.node_name)."""
+    return {(s.name.rpartition("-")[0], (s.address.rpartition(":")[0] or s.address).strip("[]"))
+            for s in view.servers if s.status.startswith("UP")}
+
+
 def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:
     """Serf's and HAProxy's views from inside a running load balancer, or None."""
     if lb is None or lb.status != "running":

@@ -246,6 +246,7 @@ def test_a_reload_that_fails_once_is_retried(docker_client: DockerClient, runnin
     cluster.scale(docker_client, running, 2)
     balancer = lb(docker_client, running)
     template = (IMAGES / "haproxy" / "haproxy.cfg.j2").read_bytes()
+    before = len(_outcomes(docker_client, balancer))
     failing_once = (b"#!/bin/sh\n[ -e /run/s6-failed-once ] || { touch /run/s6-failed-once; "
                     b"echo injected failure >&2; exit 111; }\nexec /usr/bin/s6-svc \"$@\"\n")
     put_files(docker_client, balancer.id, {
@@ -254,8 +255,12 @@ def test_a_reload_that_fails_once_is_retried(docker_client: DockerClient, runnin
     try:
         code, output = exec_in(docker_client, balancer.id, HANDLER)
         assert code == 0, output
-        last = _outcomes(docker_client, balancer)[-1]
-        assert (last["action"], last["attempts"]) == ("reload", "2"), last
+        # this run, or lbwatch's periodic one if it came first, made the reload
+        (done,) = [r for r in _outcomes(docker_client, balancer)[before:]
+                   if r["action"] == "reload"]
+        # the first attempt failed; a later one took (the second, unless a loaded machine made
+        # the new worker slower than the settle time)
+        assert int(str(done["attempts"])) >= 2, done
         assert cluster.wait_ready(docker_client, running, 2, timeout=10)
         assert b"retries 2" in get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg")
     finally:

@@ -19,6 +19,7 @@ from layerkit.cluster.view import (
     Endpoints,
     parse_view,
     serving_addresses,
+    serving_members,
     shown,
 )
 from layerkit.errors import UsageError
@@ -153,3 +154,15 @@ def test_options_kept_in_labels_come_back_and_bad_ones_fall_back() -> None:
                                         cluster.ClusterOptions.memory)
     assert back.forget_after == 9
     assert options_from_labels("demo", {}) == cluster.ClusterOptions(name="demo")
+
+
+def test_readiness_matches_servers_by_name_and_address() -> None:
+    """A removed app's server can turn UP again when a new app gets its freed address: it is
+    the new app's hostname that has to be served, not just the address."""
+    view = parse_view({"servers": [
+        {"name": "demo-web-aaaaaa-1b2c3d", "address": "172.18.0.3:3000", "status": "UP"},
+        {"name": "demo-web-bbbbbb-4e5f6a", "address": "172.18.0.4:3000", "status": "UP"}]})
+    assert serving_members(view) == {("demo-web-aaaaaa", "172.18.0.3"),
+                                     ("demo-web-bbbbbb", "172.18.0.4")}
+    replaced = {("demo-web-aaaaaa", "172.18.0.3"), ("demo-web-cccccc", "172.18.0.4")}
+    assert serving_members(view) != replaced
