@@ -9,6 +9,9 @@ import json
 import os
 import random
 import shlex
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -219,6 +222,7 @@ def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient,
 # --- the choice ---------------------------------------------------------------------------------
 
 INFO = {"Driver": "overlay2", "DriverStatus": [["Native Overlay Diff", "true"]]}
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout
 
 
 def test_auto_takes_storage_here(docker_client: DockerClient, fixture_image: str) -> None:
@@ -239,6 +243,25 @@ def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerCli
     assert missing in choice.reason
     with pytest.raises(UsageError, match="--source storage"):
         choose("storage", fixture_image, local=True, info=INFO, inspect=unreadable)
+
+
+def test_directories_this_user_cannot_read_mean_the_save(docker_client: DockerClient,
+                                                         fixture_image: str) -> None:
+    """The real directories, looked at by an unprivileged user (nobody): /var/lib/docker is
+    root's alone, so auto takes the save and says which directory it could not read."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root, to look as another user")
+    inspect = inspect_image(docker_client, fixture_image)
+    code = ("import json, sys; from layerkit.image.source import choose; "
+            "c = choose('auto', 'x', local=True, info=json.loads(sys.argv[1]), "
+            "inspect=json.loads(sys.argv[2])); print(c.name, c.reason)")
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         code, json.dumps(INFO), json.dumps(inspect)],
+        capture_output=True, text=True, check=True, timeout=60, env={"PYTHONPATH": ROOT})
+    name, reason = done.stdout.split(" ", 1)
+    assert name == "save"
+    assert "is not readable here" in reason
 
 
 def test_another_drivers_form_means_the_save(docker_client: DockerClient,
