@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from layerkit import engine
 from layerkit.cli.app import app
-from layerkit.engine import DockerClient
+from layerkit.engine.client import DockerClient
 from layerkit.errors import UsageError
 from layerkit.image import storage
 from layerkit.image.archive import Entry, read_archive
