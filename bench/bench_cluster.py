@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, launch
 from layerkit.cluster import view as clusterview
 from layerkit.engine.client import DockerClient, connect
 from layerkit.engine.containers import (
@@ -87,7 +87,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
                           max_requests=200_000) as loop:
         for _ in range(samples):
             started = time.monotonic()
-            container = cluster._launch(client, cluster._web_spec(opts),
+            container = launch.launch(client, launch.web_spec(opts),
                                         {cluster.KEYRING_PATH: (keyring, 0o600)})
             launched = time.monotonic()
             ip = _ip(client, container, name)

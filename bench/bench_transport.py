@@ -26,13 +26,12 @@ from layerkit.engine.client import connect
 _SDK = """
 import sys
 from urllib.parse import quote
-import layerkit.engine as engine
 from layerkit.engine import save
 def sdk_save(client, ref, **_):
     target = f"/v{client.api.api_version}/images/{quote(ref, safe='/:')}/get"
     return save.SaveStream(save._sdk_chunks(client, target, 1 << 20), 0)
 save.socket_path = lambda environ: None
-engine.save_image = sdk_save
+save.save_image = sdk_save
 sys.argv = ["layerkit", *sys.argv[1:]]
 from layerkit.cli.app import main
 main()

@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .members import IPNetwork, Scope
@@ -51,9 +52,8 @@ class LbSystem:
         return done.stdout
 
     def check(self, path: Path) -> str | None:
-        env = dict(os.environ)
-        # the config reads its stats password from the environment, as the running master does
-        env["LAYERKIT_STATS_PASSWORD"] = stats_password(self.password_file) or "x" * 16
+        # the config reads settings from the environment, as the running master does
+        env = haproxy_env(self.password_file, os.environ)
         try:
             done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
                                   text=True, timeout=TIMEOUT, check=False, env=env)
@@ -88,6 +88,28 @@ class LbSystem:
 
 
 SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
+CONFIG = Path("/etc/haproxy/haproxy.cfg")
+
+
+def haproxy_env(password_file: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment haproxy.cfg reads: the stats password, the one address the stats page
+    answers (the gateway, through which the host's published port arrives; set
+    LAYERKIT_STATS_FROM to override) and the key of the session cookies."""
+    env = dict(environ)
+    env["LAYERKIT_STATS_PASSWORD"] = stats_password(password_file) or "x" * 16
+    env["LAYERKIT_STATS_FROM"] = (environ.get("LAYERKIT_STATS_FROM") or default_gateway()
+                                  or "127.0.0.1")
+    env["LAYERKIT_COOKIE_KEY"] = environ.get("LAYERKIT_CLUSTER") or "layerkit"
+    return env
+
+
+def default_gateway(route_file: Path = Path("/proc/net/route")) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in route_file.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+                return socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+    return None
 
 
 def local_scope() -> Scope:
@@ -155,3 +177,9 @@ def _first(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     alerts = [ln for ln in lines if "ALERT" in ln]
     return (alerts or lines or [""])[0][:300]
+
+
+if __name__ == "__main__":
+    # the haproxy s6 service: HAProxy in master-worker mode with the environment it reads
+    os.execvpe("haproxy", ["haproxy", "-W", "-db", "-f", str(CONFIG)],
+               haproxy_env(Path("/etc/layerkit/stats-password"), os.environ))

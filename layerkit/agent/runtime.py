@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .members import Backend
 
 BACKEND = "webapps"
-SERVER_OPTIONS = "check inter 500ms fall 2 rise 2 maxconn 64"
+# maxconn: no more at once than the web app has workers (webapp.WORKERS); the rest queue here
+SERVER_OPTIONS = "check inter 500ms fall 2 rise 2 maxconn 32"
 DRAIN_SECONDS = 3.0
 FORCED_MAINT = 0x01  # srv_admin_state bit: put in maintenance through the API
 
@@ -100,6 +101,8 @@ class RuntimeApi:
         for backend in new:
             for command in add_commands(backend, self.backend):
                 self.command(command)
+        if new:  # a server added at run time gets its session cookie only from this
+            self.command(f"enable dynamic-cookie backend {self.backend}")
         maint = [n for n, s in have.items() if n in want and n not in gone
                  and s.admin & FORCED_MAINT]
         for name in maint:  # left in maintenance by an interrupted removal: serve it again

@@ -4,7 +4,9 @@ rules."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -25,10 +27,14 @@ from layerkit.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from layerkit.analyze.gate import GateRules
+    from layerkit.engine.client import DockerClient
     from layerkit.engine.save import SaveStream
     from layerkit.engine.unixhttp import Request
     from layerkit.image.archive import SavedImage
     from layerkit.image.source import Requested
+
+
+logger = logging.getLogger(__name__)
 
 
 class LayerSource(StrEnum):
@@ -100,7 +106,12 @@ def analyze_cmd(
     from layerkit.analyze import analyze, gate
     from layerkit.analyze import render as report_analyze  # while the engine writes the first image
 
-    result = analyze.analyze(saved(), top=top, lint=lint_report)
+    started = time.perf_counter()
+    saved_images = saved()
+    read = time.perf_counter()
+    result = analyze.analyze(saved_images, top=top, lint=lint_report)
+    logger.debug("analyze: images read in %.3f s, analysed in %.3f s", read - started,
+                 time.perf_counter() - read)
     renderers: Mapping[ReportFormat, Callable[[analyze.AnalyzeReport], str]] = {
         ReportFormat.table: report_analyze.analyze_table,
         ReportFormat.json: report_analyze.analyze_json,
@@ -178,16 +189,31 @@ def _sources(refs: list[str], requested: Requested) -> dict[str, Callable[[], Sa
     local = path is not None and requested != "save"
     info = savestream.info_unix(path) if local and path and refs else None
     readers: dict[str, Callable[[], SavedImage] | None] = {}
-    for ref in refs:
+    for position, ref in enumerate(refs):
         inspect = savestream.inspect_unix(path, ref) if local and path else None
         where = choose(requested, ref, local=local, info=info, inspect=inspect).storage
         if where is None:
+            if position and inspect is None:
+                _exists(path, ref)
             readers[ref] = None
             continue
         assert inspect is not None
         names = storage.saved_refs(ref, inspect.get("RepoTags") or [])
         readers[ref] = functools.partial(storage.read_image, ref, names, where)
     return readers
+
+
+def _exists(path: str | None, ref: str) -> None:
+    """NotFound unless the engine has `ref` (asked before the first save is read)."""
+    from layerkit.engine import save as savestream
+
+    if path is None:
+        from layerkit.engine.client import connect
+        from layerkit.engine.images import inspect_image
+
+        inspect_image(connect(os.environ), ref)
+    elif not savestream.image_exists(path, ref):
+        raise NotFound(f"inspecting image {ref}: no such image")
 
 
 class _SaveStreams:
@@ -200,6 +226,7 @@ class _SaveStreams:
         self.early = early
         self.path = savestream.socket_path(os.environ)
         self.started: dict[str, SaveStream] = {}
+        self.client: DockerClient | None = None  # for an engine off a unix socket
 
     def start(self, ref: str) -> None:
         if ref not in self.started:
@@ -221,7 +248,8 @@ class _SaveStreams:
         from layerkit.engine.client import connect
         from layerkit.engine.save import save_image
 
-        return save_image(connect(os.environ), ref)
+        self.client = self.client or connect(os.environ)
+        return save_image(self.client, ref)
 
 
 def _default_out_dir(cwd: Path) -> Path:

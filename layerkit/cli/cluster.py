@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -31,6 +32,16 @@ def up_cmd(
     forget_after: Annotated[int, typer.Option(
         "--forget-after", help="Seconds until a crashed or removed member is no longer listed "
         "(Serf reaps every 15 s; `scale` keeps this).")] = 120,
+    memory: Annotated[str, typer.Option(
+        "--memory", help="Memory limit of each container, like 256m (kept for `scale`).")]
+    = "256m",
+    pids: Annotated[int, typer.Option(
+        "--pids", help="Processes and threads per container (kept for `scale`).")] = 256,
+    log_size: Annotated[str, typer.Option(
+        "--log-size", help="Docker's log of each container is rotated at this size.")]
+    = "10m",
+    log_files: Annotated[int, typer.Option(
+        "--log-files", help="Rotated log files kept per container.")] = 3,
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
@@ -48,6 +59,7 @@ def up_cmd(
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
+    cluster.validate_wait(wait)
     if swarm_mode:
         _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
                   forget_after=forget_after, wait=wait, output=output)
@@ -55,7 +67,8 @@ def up_cmd(
     if lb is not None or vip is not None:
         raise UsageError("--lb and --vip need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
-                                  forget_after=forget_after)
+                                  forget_after=forget_after, memory=memory, pids=pids,
+                                  log_size=log_size, log_files=log_files)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)
@@ -84,6 +97,7 @@ def scale_cmd(
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
+    cluster.validate_wait(wait)
     client = connect(os.environ)
     if swarm.find_services(client, name):
         done = swarm.scale(client, name, n, wait=wait)
@@ -176,3 +190,36 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
+
+
+@app.command("logs")
+@fails_cleanly
+def logs_cmd(
+    *,
+    name: ClusterName = "demo",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
+    = False,
+    role: Annotated[str | None, typer.Option("--role", help="Only lb, web or vip.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only lines since a duration ago (10m, 2h) or an ISO time.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """The merged, time-ordered logs of every member of a cluster (one engine or Swarm)."""
+    import datetime as dt
+
+    from layerkit.cluster import logs
+    from layerkit.cluster import swarmrender as report
+    from layerkit.engine.client import connect
+
+    start = logs.parse_since(since, dt.datetime.now(dt.UTC)) if since else 0
+    client = connect(os.environ)
+    if follow:
+        for line in logs.follow(client, name, role=role, since=start):
+            out.print(report.log_line(line), markup=False)
+            sys.stdout.flush()  # a line as it comes, also into a pipe
+        return
+    lines = logs.collect(client, name, role=role, since=start)
+    out.print(report.logs_json(lines) if output is OutputFormat.json
+              else "\n".join(report.log_line(line) for line in lines), markup=False)
+

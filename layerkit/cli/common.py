@@ -209,6 +209,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "scale": ("layerkit scale 8", "layerkit scale 2 --name staging"),
     "status": ("layerkit status", "layerkit status --name staging --format json"),
     "down": ("layerkit down", "layerkit down --name staging"),
+    "logs": ("layerkit logs", "layerkit logs --name staging --role lb --since 10m --follow"),
 }
 
 

@@ -5,8 +5,8 @@ instead, and an early save would only make the engine export the image for nothi
 
 An engine of Docker 20-24 writes the whole image to a temporary directory before the first
 byte of a save, seconds for a large image; importing typer and building the command from its
-declarations takes about 0.15 s that can run meanwhile. Typer still parses the command line as
-always: `cli` takes the early request only if it parsed the same image as the first one (see
+declarations, a good part of the start-up, can run meanwhile. Typer still parses the command
+line as always: `cli` takes the early request only if it parsed the same image as the first one (see
 `take`), and otherwise the early request is closed unread.
 
 `ANALYZE_VALUE_OPTIONS` must name exactly the options of `analyze` that take a value, so that
@@ -68,7 +68,7 @@ def early_images(argv: Sequence[str]) -> list[str]:
 def start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     """Ask the engine for the first image's save, if `argv` is such an analyze. Nothing but
     the C socket module is imported before the request is sent (not even typing or the socket
-    module, see `unixhttp`): about 15 ms after the interpreter starts; a failure here is left
+    module, see `unixhttp`): right after the interpreter starts; a failure here is left
     for the command to meet and report."""
     images = early_images(argv)
     if not images:
@@ -123,8 +123,9 @@ def exit_status(code: object) -> int:
 
 def quick_exit(code: int) -> None:
     """End an analyze without tearing the interpreter down: freeing every record of the image
-    one by one takes 15-20 ms, the analysis is done, its reports are written and closed, and
-    it leaves no temporary files or child processes. Standard streams are flushed first."""
+    one by one takes milliseconds for nothing: the analysis is done, its reports are written
+    and closed, and it leaves no temporary files or child processes. Standard streams are
+    flushed first."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from layerkit.cluster.logs import LogLine
 from layerkit.cluster.swarm import SwarmDownResult, SwarmScaleResult, SwarmUpResult
 from layerkit.cluster.swarmview import SwarmStatus
 from layerkit.render import dump_json, tabulate
@@ -64,3 +65,12 @@ def status_json(status: SwarmStatus) -> str:
         "tasks": [{"name": t.name, "role": t.role, "node": t.node, "state": t.state,
                    "desired": t.desired, "address": t.address, "message": t.message}
                   for t in status.tasks]})
+
+
+def log_line(line: LogLine) -> str:
+    return f"{line.timestamp} {line.source} | {line.text}"
+
+
+def logs_json(lines: tuple[LogLine, ...]) -> str:
+    return dump_json("logs", {"lines": [{"timestamp": x.timestamp, "source": x.source,
+                                         "role": x.role, "text": x.text} for x in lines]})

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from layerkit.engine.client import DockerClient
-from layerkit.engine.swarm import SwarmService, list_nodes, service_logs, service_tasks
+from layerkit.engine.logs import service_logs
+from layerkit.engine.swarm import SwarmService, list_nodes, service_tasks
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """Swarm mode through the SDK: the swarm's state, nodes, secrets, overlay networks, services,
-their tasks and logs, translated into frozen dataclasses (the SDK's objects stay in here)."""
+their tasks, translated into frozen dataclasses (the SDK's objects stay in here)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ __all__ = [
     "PortSpec", "SecretRef", "ServiceRequest", "SwarmNode", "SwarmService", "SwarmState",
     "SwarmTask", "create_overlay", "create_secret", "create_service", "labelled_secrets",
     "labelled_services", "list_nodes", "remove_secret", "remove_service", "scale_service",
-    "service_logs", "service_tasks", "set_availability", "swarm_state", "tasks_of",
+    "service_tasks", "set_availability", "swarm_state", "tasks_of",
 ]
 
 
@@ -259,16 +259,6 @@ def _task(raw: Mapping[str, Any]) -> SwarmTask:
                                       or ""),
                      message=str(status.get("Err") or status.get("Message") or ""),
                      created=str(raw.get("CreatedAt") or ""))
-
-
-def service_logs(client: DockerClient, service_id: str, *, follow: bool = False,
-                 since: int = 0, tail: str = "all") -> Iterator[bytes]:
-    """Log lines of every task, each `<timestamp> <details> <text>` (details name the task
-    and node), from wherever the tasks run: the manager gathers them."""
-    with engine_errors(f"reading the logs of service {service_id[:12]}"):
-        stream = client.api.service_logs(service_id, details=True, stdout=True, stderr=True,
-                                         timestamps=True, follow=follow, since=since, tail=tail)
-        yield from stream
 
 
 def _filter(labels: Mapping[str, str]) -> list[str]:

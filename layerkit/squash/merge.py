@@ -32,8 +32,9 @@ from typing import IO
 from layerkit.errors import SquashError, UnsafeEntry
 from layerkit.image.archive import Entry, Layer, decompressed
 from layerkit.image.fsview import OPAQUE_MARKER, Hider, is_opaque_marker, replay, whiteout_target
+from layerkit.image.streams import Bounded
 from layerkit.image.tarcopy import RawMember, copy_data, raw_members
-from layerkit.image.tarstream import Bounded, Counted, headers
+from layerkit.image.tarstream import Counted, headers
 
 __all__ = ["Conversion", "MergePlan", "WrittenLayer", "plan_merge", "write_layer"]
 

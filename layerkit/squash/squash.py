@@ -47,7 +47,7 @@ from layerkit.image import storage
 from layerkit.image.archive import Archive, Layer, SavedImage, layer_tar_chunks, read_archive
 from layerkit.image.source import choose
 from layerkit.image.storage import LayerDirs
-from layerkit.image.tarstream import iter_chunks_reader
+from layerkit.image.streams import iter_chunks_reader
 from layerkit.squash.config import (
     ArchiveWriter,
     created_time,
@@ -179,7 +179,9 @@ class _Run:
         try:
             return step()
         finally:
-            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.times[phase] = self.times.get(phase, 0.0) + took
+            logger.debug("squash: %s step took %.3f s", phase, took)
 
     # --- read --------------------------------------------------------------------------------
 

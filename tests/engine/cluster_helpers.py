@@ -120,6 +120,7 @@ class LoadLoop:
     max_seconds: float = 90.0
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # time.monotonic() of each failure
     seen: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -155,11 +156,13 @@ class LoadLoop:
                     self.seen.append((time.monotonic(), response.getheader("x-backend-ip", "")))
                 else:
                     self.failures.append(f"HTTP {response.status}")
+                    self.failed_at.append(time.monotonic())
                 if response.will_close or not self.keep_alive:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
+                self.failed_at.append(time.monotonic())
                 if conn is not None:
                     conn.close()
                 conn = None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, launch
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
@@ -23,6 +23,7 @@ from layerkit.engine.containers import (
     remove_container,
     stop_container,
 )
+from layerkit.errors import EngineError
 from tests.engine.cluster_helpers import (
     SERF_MEMBERS,
     ClusterImages,
@@ -54,13 +55,13 @@ def test_web_apps_started_before_the_load_balancer_join_it(
     made = cluster.new_secrets()
     create_network(docker_client, cluster.network_name(cluster_name),
                    cluster.labels(cluster_name, "network"))
-    cluster._launch_webs(docker_client, opts, made.keyring, 2)
+    launch.launch_webs(docker_client, opts, launch.member_files(made), 2)
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     # their agents run and keep retrying to join `lb`, which does not exist yet
     assert wait_until(lambda: all(exec_in(docker_client, w.id, SERF_MEMBERS)[0] == 0
                                   for w in webs),
                       timeout=20)
-    cluster._launch(docker_client, cluster._lb_spec(opts), cluster._lb_files(made))
+    launch.launch(docker_client, launch.lb_spec(opts), launch.member_files(made))
     assert cluster.wait_ready(docker_client, cluster_name, 2, timeout=30)
     assert len(backends(url_of(docker_client, cluster_name), 20)) == 2
 
@@ -197,3 +198,45 @@ def test_failed_and_left_members_are_forgotten(
     assert {c.id for c in now} - {c.id for c in webs}
     for container in now:
         assert "LAYERKIT_SERF_FORGET=3" in inspect_container(docker_client, container.id).env
+
+
+def _interrupt_at(stage: str) -> Callable[[str], None]:
+    def progress(what: str) -> None:
+        if stage in what:
+            raise KeyboardInterrupt
+    return progress
+
+
+def test_an_interrupted_up_removes_exactly_what_it_made(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    """Ctrl-C once the load balancer runs: the network and the load balancer go; a volume that
+    carries the cluster's label but that `up` did not make stays."""
+    volume = docker_client.api.create_volume(
+        name=unique_name("lkt-vol"), labels=cluster.labels(cluster_name, "test-volume"))["Name"]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cluster.up(docker_client, options(cluster_images, cluster_name), 3, wait=0,
+                       on_progress=_interrupt_at("web apps"))
+        project = {cluster.PROJECT_LABEL: cluster_name}
+        assert labelled_containers(docker_client, project) == []
+        assert labelled_networks(docker_client, project) == []
+        assert [v.name for v in labelled_volumes(docker_client, project)] == [volume]
+    finally:
+        docker_client.api.remove_volume(volume, force=True)
+
+
+def test_a_failed_up_leaves_what_it_did_not_make(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    """The load balancer's name is taken by someone else's container: `up` fails, removes its
+    network and leaves that container alone."""
+    opts = options(cluster_images, cluster_name)
+    squatter = docker_client.containers.create(cluster_images.web, ["true"],
+                                               name=launch.lb_spec(opts).name)
+    try:
+        with pytest.raises(EngineError):
+            cluster.up(docker_client, opts, 1, wait=0)
+        assert labelled_networks(docker_client, {cluster.PROJECT_LABEL: cluster_name}) == []
+        squatter.reload()
+        assert squatter.status == "created"
+    finally:
+        squatter.remove(force=True)

@@ -11,14 +11,16 @@ import random
 import shlex
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from layerkit import engine
 from layerkit.cli.app import app
 from layerkit.engine.client import DockerClient
+from layerkit.engine.images import inspect_image, load_image
+from layerkit.engine.save import save_image
 from layerkit.errors import UsageError
 from layerkit.image import storage
 from layerkit.image.archive import Entry, read_archive
@@ -68,11 +70,11 @@ def _same_everywhere(client: DockerClient, ref: str) -> None:
         assert by_storage[key] == by_save[key], key
     assert by_storage == by_save
     # and below the report: the entries themselves, in order, for the layers built here
-    inspect = engine.inspect_image(client, ref)
+    inspect = inspect_image(client, ref)
     where = storage.layer_dirs(inspect)
     assert where is not None
     stored = storage.read_image(ref, (ref,), where, hash_layers=lambda _: True)
-    with engine.save_image(client, ref) as stream:
+    with save_image(client, ref) as stream:
         saved = read_archive(stream, hash_content=True).images[0]
     for ours, theirs in zip(stored.layers, saved.layers, strict=True):
         assert ours.digest == theirs.digest
@@ -95,7 +97,7 @@ def _squashed_alike(client: DockerClient, ref: str) -> None:
             result = squash.squash(client, ref, SquashOptions(tag=tag, base=BASE, source=source),
                                    os.environ)
             assert result.verified
-            with engine.save_image(client, tag) as stream:
+            with save_image(client, tag) as stream:
                 saved = read_archive(stream, hash_content=True).images[0]
             results[source] = (result, replay([lay.entries for lay in saved.layers]).fingerprint())
         finally:
@@ -139,7 +141,7 @@ def test_squash_from_storage_gives_the_same_filesystem(docker_client: DockerClie
 
 def test_storage_entries_have_the_tar_forms(docker_client: DockerClient,
                                             fixture_image: str) -> None:
-    where = storage.layer_dirs(engine.inspect_image(docker_client, fixture_image))
+    where = storage.layer_dirs(inspect_image(docker_client, fixture_image))
     assert where is not None
     layers = [list(storage.layer_entries(d)) for d in where.dirs]
     second = {e.path: e for e in layers[-3]}
@@ -162,9 +164,9 @@ def test_empty_and_repeated_layers(docker_client: DockerClient) -> None:
     first = layer(directory("e"), file("e/f", b"x"), symlink("e/s", "f"))
     archive = legacy_archive(Image([first, layer(), layer()], tag=tag))
     try:
-        engine.load_image(docker_client, iter([archive]))
+        load_image(docker_client, iter([archive]))
         _same_everywhere(docker_client, tag)
-        where = storage.layer_dirs(engine.inspect_image(docker_client, tag))
+        where = storage.layer_dirs(inspect_image(docker_client, tag))
         assert where is not None
         assert [len(list(storage.layer_entries(d))) for d in where.dirs] == [3, 0, 0]
         stored = storage.read_image(tag, (tag,), where)
@@ -220,14 +222,14 @@ INFO = {"Driver": "overlay2", "DriverStatus": [["Native Overlay Diff", "true"]]}
 
 
 def test_auto_takes_storage_here(docker_client: DockerClient, fixture_image: str) -> None:
-    inspect = engine.inspect_image(docker_client, fixture_image)
+    inspect = inspect_image(docker_client, fixture_image)
     choice = choose("auto", fixture_image, local=True, info=INFO, inspect=inspect)
     assert choice.name == "storage"
 
 
 def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerClient,
                                                         fixture_image: str) -> None:
-    inspect = engine.inspect_image(docker_client, fixture_image)
+    inspect = inspect_image(docker_client, fixture_image)
     data = inspect["GraphDriver"]["Data"]
     missing = "/nonexistent/layerkit/diff"
     unreadable = {**inspect, "GraphDriver": {"Name": "overlay2", "Data": {
@@ -241,7 +243,7 @@ def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerCli
 
 def test_another_drivers_form_means_the_save(docker_client: DockerClient,
                                              fixture_image: str) -> None:
-    inspect = engine.inspect_image(docker_client, fixture_image)
+    inspect = inspect_image(docker_client, fixture_image)
     other = {**inspect, "GraphDriver": {"Name": "vfs", "Data": None}}
     assert choose("auto", fixture_image, local=True, info=INFO, inspect=other).name == "save"
     snapshotter = {**INFO, "Driver": "overlayfs"}  # the containerd image store
@@ -261,3 +263,14 @@ def test_a_remote_engine_url_means_the_save(fixture_image: str,
                                       "--source", "storage"])
     assert result.exit_code == 2
     assert "--source storage: the engine is not local" in result.output
+
+
+def test_squash_with_archive_out_reads_the_save(docker_client: DockerClient, fixture_image: str,
+                                                tmp_path: Path) -> None:
+    """--archive-out copies the kept layers' tars, which only a save has: auto takes the save,
+    and --source storage is refused before anything is read."""
+    options = SquashOptions(archive_out=tmp_path / "out.tar", base=BASE, load=False,
+                            source="storage")
+    with pytest.raises(UsageError, match="--source storage: --archive-out"):
+        squash.squash(docker_client, fixture_image, options, os.environ)
+    assert not (tmp_path / "out.tar").exists()

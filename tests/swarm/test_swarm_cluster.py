@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerkit.cli.app import app
-from layerkit.cluster import swarm
+from layerkit.cluster import logs, swarm
 from layerkit.engine.client import DockerClient, connect
 from layerkit.engine.swarm import list_nodes, service_tasks, set_availability
 from layerkit.errors import EngineUnavailable
@@ -108,12 +108,12 @@ def test_scale_up_and_down_then_tasks_killed_are_restored(harness: Harness,
     assert load.ok > 50
     assert load.failures == [], load.failures[:5]
     assert len(backends(url, harness.subnet, 15)) == 3
-    killed = 0
-    for node in harness.nodes:
-        for container in node_containers(node, name, "web")[:1]:
-            node.run("docker", "kill", container)
-            killed += 1
-    assert killed >= 2
+    web = swarm.find_services(manager, name)["web"]
+    hosts = {n.id: n.hostname for n in list_nodes(manager)}
+    live = [t for t in service_tasks(manager, web.id)
+            if t.state == "running" and t.desired_state == "running"]
+    for task in live[:2]:  # tasks the swarm wants running, not ones still draining
+        harness.node_of(hosts[task.node_id]).run("docker", "kill", task.container_id)
     assert swarm.wait_ready(manager, name, 3, timeout=60)  # Swarm restores the count itself
     assert len(web_tasks(manager, name)) == 3
 
@@ -136,6 +136,21 @@ def test_drain_a_node_moves_its_web_apps_without_failed_requests(
         assert load.failures == [], load.failures[:5]
     finally:
         set_availability(manager, spare.id, "active")
+
+
+def test_logs_of_every_member_merged_in_time_order(harness: Harness, manager: DockerClient,
+                                                   six: tuple[str, str]) -> None:
+    name, _ = six
+    lines = logs.collect(manager, name)
+    assert [logs.order_key(x.timestamp) for x in lines] == sorted(
+        logs.order_key(x.timestamp) for x in lines)
+    assert {x.role for x in lines} == {"vip", "lb", "web"}
+    web_nodes = {x.source.partition("@")[2] for x in lines if x.role == "web"}
+    assert len(web_nodes) >= 2
+    code, output = cli(harness, "logs", "--name", name, "--role", "vip", "--since", "1h")
+    assert code == 0, output
+    assert "Entering MASTER STATE" in output
+
 
 
 def _holder(harness: Harness, client: DockerClient, name: str) -> Node:

@@ -3,6 +3,7 @@ ids, floating-address checks and the parsing of service logs (no engine)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import socket
 
@@ -10,6 +11,7 @@ import pytest
 
 from layerkit.agent.serfagent import address_in
 from layerkit.agent.vip import check, render
+from layerkit.cluster.logs import _lines, order_key, parse_since
 from layerkit.cluster.swarm import check_vip_on_nodes, vip_interface, vrid
 from layerkit.cluster.swarmview import parse_logs
 from layerkit.engine.swarm import SwarmNode
@@ -88,3 +90,22 @@ def test_service_log_lines_name_their_node() -> None:
     assert lines[0].text == "(layerkit) Entering MASTER STATE"
     assert lines[1].source == "?"
     assert lines[1].text == "no details here"
+
+
+def test_since_takes_durations_and_iso_times() -> None:
+    now = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+    assert parse_since("10m", now) == int(now.timestamp()) - 600
+    assert parse_since("2h", now) == int(now.timestamp()) - 7200
+    assert parse_since("2026-12-02T11:00:00", now) == int(now.timestamp()) - 3600
+    with pytest.raises(UsageError):
+        parse_since("yesterday", now)
+
+
+def test_timestamps_order_whatever_their_fraction_length() -> None:
+    stamps = ["2026-12-02T12:00:00.5Z", "2026-12-02T12:00:00.123456789Z",
+              "2026-12-02T12:00:00.45Z"]
+    assert sorted(stamps, key=order_key) == [stamps[1], stamps[2], stamps[0]]
+
+
+def test_lines_are_whole_across_chunks() -> None:
+    assert list(_lines([b"a\nb", b"c\n", b"d"])) == ["a", "bc", "d"]
