@@ -5,7 +5,7 @@ LK      := $(VENV)/bin/layerkit
 PYTEST_ARGS ?=
 SCALE   ?= 3
 
-.PHONY: help venv setup engine compose-tool images demo test unit engine-tests lint types check bench reports clean
+.PHONY: help venv setup engine compose-tool browser images demo test unit engine-tests lint types check bench reports clean
 
 help:
 	@echo "targets: setup images demo test unit lint types bench reports clean"
@@ -27,7 +27,13 @@ compose-tool:
 	@command -v docker-compose >/dev/null 2>&1 || { apt-get update -qq && \
 	    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
-setup: engine compose-tool
+# Debian's headless Chromium: the HTML report is checked in a real browser
+# (tests/unit/test_report_browser.py).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+setup: engine compose-tool browser
 
 images: setup
 	$(LK) build
@@ -54,7 +60,9 @@ test: setup lint types
 bench: images
 	$(PY) bench/run.py --out reports/benchmarks.md
 
-# Example reports of the project's own images (reports/analyze.{json,md,html}, with a chart).
+# Example reports of the project's own images (reports/analyze-<images>.{json,md,html}, with
+# charts). The only way the committed examples change: `layerkit analyze` run inside this tree
+# writes to build/reports/ unless told --out.
 reports: images
 	$(LK) analyze layerkit/base:latest layerkit/haproxy:latest layerkit/webapp:latest \
 	    --out reports --format markdown > /dev/null

@@ -1,8 +1,10 @@
-"""Build targets of the foundation issue: image sizes, source-edit rebuild, cold build.
+"""Build targets: image sizes, source-edit rebuild, cold build, reproducible cold builds.
 
 Sizes are compared with their budgets (base ≤ 130 MB, HAProxy adds ≤ 15 MB, web app ≤ 2 MB);
 the rebuild after a web-app source edit with the time of a fully cached build as its floor;
-the cold build (offline base included) with its 4-minute budget on a 2-core machine.
+the cold build (offline base included) with its 4-minute budget on a 2-core machine; two cold
+`--reproducible` builds of copies of the three images (own names, removed in between) with the
+number of image IDs that came out the same (target: 3 of 3).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 from layerkit import __version__
 from layerkit.build import bootstrap
 from layerkit.build.build import build_all
+from layerkit.build.reproducible import epoch_of
 from layerkit.build.specs import build_order, load_all
 from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.images import remove_image
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000
@@ -57,6 +61,9 @@ def run(quick: bool) -> str:
         cold, parts = _cold_build(client)
         lines.append(f"| cold build, offline base included | {cold:.0f} s ({parts}) | < 240 s | "
                      f"{_verdict(cold < 240)} |")
+        same, times = _reproducible_twice(client)
+        lines.append(f"| cold `--reproducible` build twice: same image IDs | {same} of 3 "
+                     f"({times[0]:.0f} s, {times[1]:.0f} s) | 3 of 3 | {_verdict(same == 3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +82,7 @@ def _source_edit_rebuild(client: DockerClient) -> float:
         (result,) = build_all(client, [edited[name]], edited, version=__version__,
                               tag_latest=False, write_dockerfiles=False)
         seconds = time.monotonic() - started
-        client.images.remove(result.ref)
+        remove_image(client, result.ref)
         return seconds
 
 
@@ -97,6 +104,33 @@ def _cold_build(client: DockerClient) -> tuple[float, str]:
                           no_cache=True, tag_latest=False, write_dockerfiles=False)
         total = time.monotonic() - started
     for b in reversed(built):
-        client.images.remove(b.ref)
-    client.images.remove(tag)
+        remove_image(client, b.ref)
+    remove_image(client, tag)
     return total, f"root filesystem {rootfs:.0f} s, images {total - rootfs:.0f} s"
+
+
+def _reproducible_twice(client: DockerClient) -> tuple[int, list[float]]:
+    """Copies of the three images under their own names, built cold and reproducibly twice."""
+    prefix = f"rb{uuid.uuid4().hex[:6]}"
+    ids: list[dict[str, str]] = []
+    seconds: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="lk-bench-repro-") as tmp:
+        images = Path(tmp) / "images"
+        shutil.copytree(ROOT / "images", images)
+        for name in ("base", "haproxy", "webapp"):
+            (images / name).rename(images / f"{prefix}-{name}")
+            spec = images / f"{prefix}-{name}" / "image.toml"
+            spec.write_text(spec.read_text().replace('parent = "base"',
+                                                     f'parent = "{prefix}-base"'))
+        specs = load_all(images, ROOT / "layerkit")
+        for _ in range(2):
+            started = time.monotonic()
+            built = build_all(client, build_order(specs), specs, version=__version__,
+                              no_cache=True, write_dockerfiles=False, epoch=epoch_of({}))
+            seconds.append(time.monotonic() - started)
+            ids.append({b.name: b.image_id for b in built})
+            for b in reversed(built):
+                for ref in (b.ref, f"layerkit/{b.name}:latest", f"{b.ref}-build"):
+                    remove_image(client, ref)
+            time.sleep(1)
+    return sum(1 for name in ids[0] if ids[0][name] == ids[1].get(name)), seconds

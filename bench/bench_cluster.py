@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, launch
 from layerkit.cluster import view as clusterview
 from layerkit.engine.client import DockerClient, connect
 from layerkit.engine.containers import (
@@ -87,7 +87,7 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
                           max_requests=200_000) as loop:
         for _ in range(samples):
             started = time.monotonic()
-            container = cluster._launch(client, cluster._web_spec(opts),
+            container = launch.launch(client, launch.web_spec(opts),
                                         {cluster.KEYRING_PATH: (keyring, 0o600)})
             launched = time.monotonic()
             ip = _ip(client, container, name)
@@ -108,10 +108,16 @@ def _join_and_leave(client: DockerClient, name: str, url: str, samples: int,
     return joins, leaves, after_start, loop.total, len(loop.failures)
 
 
+def _changes_since(client: DockerClient, name: str, since: float) -> list[dict[str, object]]:
+    """Outcomes that changed HAProxy's servers (live or by a reload) since `since`."""
+    return [r for r in _outcomes(client, name)
+            if r.get("action") in ("runtime", "reload") and float(str(r["ts"])) >= since]
+
+
 def _removed_after(client: DockerClient, name: str, hostname: str, since: float) -> float:
-    """Seconds from `since` to the first reload whose backends no longer hold `hostname`."""
+    """Seconds from `since` to the first change whose backends no longer hold `hostname`."""
     for _ in range(40):
-        for record in _reloads_since(client, name, since):
+        for record in _changes_since(client, name, since):
             backends = record.get("backends")
             names = [str(b) for b in backends] if isinstance(backends, list) else []
             if not any(b.startswith(f"{hostname}-") for b in names):

@@ -26,13 +26,12 @@ from layerkit.engine.client import connect
 _SDK = """
 import sys
 from urllib.parse import quote
-import layerkit.engine as engine
 from layerkit.engine import save
 def sdk_save(client, ref, **_):
     target = f"/v{client.api.api_version}/images/{quote(ref, safe='/:')}/get"
     return save.SaveStream(save._sdk_chunks(client, target, 1 << 20), 0)
 save.socket_path = lambda environ: None
-engine.save_image = sdk_save
+save.save_image = sdk_save
 sys.argv = ["layerkit", *sys.argv[1:]]
 from layerkit.cli.app import main
 main()
@@ -50,7 +49,8 @@ def run(quick: bool) -> str:
     ba.BASE = ensure_base(connect(), "debian:bookworm-slim", allow_bootstrap=True).ref
     tag = f"layerkit-bench/transport-{uuid.uuid4().hex[:8]}:1"
     rounds = 4 if quick else 20
-    args = ["analyze", tag, "--no-report", "--format", "json", "--dive-ci", "/nonexistent"]
+    args = ["analyze", tag, "--source", "save", "--no-report", "--format", "json", "--dive-ci",
+            "/nonexistent"]
     try:
         ba._build(ba._dockerfile_big(20 if quick else 90), tag)
         with tempfile.TemporaryDirectory() as tmp:

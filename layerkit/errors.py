@@ -107,3 +107,7 @@ class UnsafeEntry(UsageError):
 
 class VerifyFailed(SquashError):
     """The squashed image's filesystem differs from the source's."""
+
+
+class SourceChanged(LayerkitError):
+    """An image's layers changed or went away while they were being read."""

@@ -1,13 +1,16 @@
-"""The load balancer's Serf event handler: membership into haproxy.cfg, reloaded seamlessly.
+"""The load balancer's Serf event handler: membership into HAProxy, without reloads.
 
-Serf runs it (one at a time) on member-join, -leave, -failed, -update and -reap. It never trusts
-the event's payload for the config: it reads the current alive members with role web, validates
-them (members.py), renders the template, and only when the result differs checks it with
-`haproxy -c`, replaces the file atomically and reloads the master-worker (SIGUSR2 through s6).
-The first reload after a quiet spell is immediate; later ones are spaced (reload_gap), so a
-burst of joins costs few of them, and `layerkit up/scale` can hold reloads while it starts a
-batch (--hold / --release). Every event and what came of it is appended to the event log as
-one JSON line. The lbwatch service (watch.py) runs the same step ahead of Serf's coalescing.
+Serf runs it (one at a time) on member-join, -leave, -failed, -update and -reap; the lbwatch
+service (watch.py) runs the same step ahead of Serf's coalescing and every few seconds. It never
+trusts the event's payload: it reads the members, validates them (members.py: names, tags, an
+address inside the cluster's network), renders the template and checks it with `haproxy -c`.
+When only the server lines differ, the change goes through HAProxy's runtime API (runtime.py)
+and haproxy.cfg is rewritten to match, so a restart starts with the same servers; a change of
+the template or a global setting, or a runtime change that does not take, reloads the
+master-worker instead. Every change is verified by reading HAProxy's servers back and retried
+with backoff; while the local Serf agent knows no web member at all (it has just restarted and
+not rejoined), the servers are kept rather than dropped to zero. Every event and its outcome is
+appended to the event log as one JSON line (rotated by size).
 """
 
 from __future__ import annotations
@@ -18,19 +21,24 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import jinja2
 
 from .lbsystem import LbSystem
-from .members import Backend, MembersError, Membership, parse_members, select_backends
+from .members import Backend, MembersError, Scope, parse_members, select_backends
+from .runtime import SERVER_OPTIONS, RuntimeApi, Server, differs
 
 MIN_RELOAD_INTERVAL = 1.0  # seconds between two reloads; later events wait and batch up
 BURST_RELOAD_INTERVAL = 2.0  # ... after a reload that changed several servers (a burst is on)
 MAX_PAYLOAD = 64 * 1024    # bytes of the event's stdin kept for the log
 MAX_HOLD = 30.0            # seconds `layerkit up/scale` may hold reloads while it starts a batch
+RETRY_DELAYS = (0.2, 0.5, 1.0)         # between attempts of a runtime change
+RELOAD_RETRY_DELAYS = (1.0, 2.0, 4.0)  # between reload attempts
+RELOAD_SETTLE = 5.0        # seconds a new worker gets to report the wanted servers
+MAX_EVENT_LOG = 4 * 1024 * 1024  # bytes; then events.log becomes events.log.1 (one kept)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,10 @@ class System(Protocol):
 
     def reload(self) -> str | None: ...  # None when signalled, else the reason
 
+    def runtime(self, command: str) -> str: ...  # HAProxy's answer; OSError if it has none
+
+    def scope(self) -> Scope: ...  # where backends may be
+
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
@@ -76,7 +88,7 @@ class System(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    action: str  # reload | unchanged | invalid | error
+    action: str  # runtime | reload | unchanged | written | kept | held | invalid | error
     backends: tuple[str, ...] = ()
     rejected: tuple[str, ...] = ()
     reason: str = ""
@@ -88,7 +100,8 @@ def render(template_text: str, backends: tuple[Backend, ...], ports: Ports = Por
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
                              keep_trailing_newline=True)
     text = env.from_string(template_text).render(
-        backends=backends, http_port=ports.http, stats_port=ports.stats)
+        backends=backends, http_port=ports.http, stats_port=ports.stats,
+        server_options=SERVER_OPTIONS)
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -158,27 +171,61 @@ def held_for(paths: Paths, system: System) -> float:
 
 
 def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
-    """Bring haproxy.cfg in line with the alive web members; reload only on a change."""
+    """Bring HAProxy and haproxy.cfg in line with the alive web members."""
     left = held_for(paths, system)
     if left > 0:
         return Outcome("held", reason=f"a batch is starting; reconciled at its end "
                                       f"(at most {left:.1f} s)")
-    _wait_for_interval(paths, system)
+    api = RuntimeApi(system.runtime, system.sleep)
     try:
-        membership = select_backends(parse_members(system.members()))
+        raw = parse_members(system.members())
     except (MembersError, OSError) as exc:
         return Outcome("error", reason=f"cannot read members: {exc}")
+    live = _live_servers(api)
+    membership = select_backends(raw, scope=system.scope(),
+                                 incumbents={n: s.address for n, s in (live or {}).items()})
     names = tuple(b.name for b in membership.backends)
     rejected = tuple(f"{r.name}: {r.reason}" for r in membership.rejected)
+    current = _current(paths.config)
+    if not names and membership.known_web == 0 and (live or server_names(current)):
+        return Outcome("kept", names, rejected,
+                       "the local Serf agent knows no web member yet (just restarted?): "
+                       "the servers stay until it has rejoined")
     try:
         text = render(paths.template.read_text(encoding="utf-8"), membership.backends, ports)
     except (OSError, jinja2.TemplateError) as exc:
         return Outcome("invalid", names, rejected, f"cannot render the template: {exc}")
-    current = _current(paths.config)
-    if current == text:
+    if current == text and live is not None and differs(live, membership.backends) is None:
         return Outcome("unchanged", names, rejected)
+    problem = _check(paths, system, text)
+    if problem is not None:
+        return Outcome("invalid", names, rejected, f"haproxy -c refused the render: {problem}")
+    write_atomically(paths.config, text)
+    if live is None:
+        return Outcome("written", names, rejected,
+                       "HAProxy does not answer on its admin socket; it starts from this config")
+    if current is not None and frame(current) == frame(text):
+        outcome = _runtime(api, system, membership.backends)
+        if outcome.action == "runtime":
+            return replace(outcome, backends=names, rejected=rejected)
+        why = f"the runtime API did not take the change ({outcome.reason}); "
+    else:
+        why = "the template or a global setting changed; "
     changed = len(server_names(current) ^ set(names))
-    return _install(paths, system, text, membership, rejected, changed=changed)
+    done = _reload(paths, system, api, membership.backends, changed=changed)
+    return replace(done, backends=names, rejected=rejected, reason=why + done.reason)
+
+
+def frame(config: str) -> list[str]:
+    """A config without its server lines: what only a reload can change."""
+    return [ln for ln in config.splitlines() if ln.split()[:1] != ["server"]]
+
+
+def _live_servers(api: RuntimeApi) -> dict[str, Server] | None:
+    try:
+        return api.servers()
+    except OSError:
+        return None
 
 
 def _current(path: Path) -> str | None:
@@ -188,29 +235,74 @@ def _current(path: Path) -> str | None:
         return None
 
 
-def _install(paths: Paths, system: System, text: str, membership: Membership,
-             rejected: tuple[str, ...], *, changed: int) -> Outcome:
-    names = tuple(b.name for b in membership.backends)
+def _check(paths: Paths, system: System, text: str) -> str | None:
     candidate = paths.config.with_name(f".{paths.config.name}.candidate")
     candidate.write_text(text, encoding="utf-8")
     try:
-        problem = system.check(candidate)
+        return system.check(candidate)
     finally:
         candidate.unlink(missing_ok=True)
-    if problem is not None:
-        return Outcome("invalid", names, rejected, f"haproxy -c refused the render: {problem}")
-    write_atomically(paths.config, text)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    paths.last_reload.write_text(f"{system.now():.3f} {changed}\n")
-    problem = system.reload()
-    if problem is not None:
-        return Outcome("error", names, rejected, f"config replaced, reload failed: {problem}")
-    return Outcome("reload", names, rejected)
 
 
-def append_event(path: Path, record: dict[str, object]) -> None:
-    """One JSON line per record, appended: the log is never rewritten."""
+def _runtime(api: RuntimeApi, system: System, wanted: tuple[Backend, ...]) -> Outcome:
+    """Apply the change through the runtime API, verified, retried with backoff."""
+    added: list[str] = []
+    removed: list[str] = []
+    problem = ""
+    for attempt, delay in enumerate(RETRY_DELAYS, start=1):
+        try:
+            new, gone = api.apply(wanted)
+            added += new
+            removed += gone
+            problem = differs(api.servers(), wanted) or ""
+        except OSError as exc:
+            problem = f"admin socket: {exc}"
+        if not problem:
+            return Outcome("runtime", details={"added": ",".join(added),
+                                               "removed": ",".join(removed),
+                                               "attempts": str(attempt)})
+        system.sleep(delay)
+    return Outcome("error", reason=problem)
+
+
+def _reload(paths: Paths, system: System, api: RuntimeApi, wanted: tuple[Backend, ...], *,
+            changed: int) -> Outcome:
+    """Reload the master-worker and check that the new worker serves `wanted`; retried."""
+    _wait_for_interval(paths, system)
+    problem = ""
+    for attempt, delay in enumerate(RELOAD_RETRY_DELAYS, start=1):
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        paths.last_reload.write_text(f"{system.now():.3f} {changed}\n")
+        problem = system.reload() or _settled(api, system, wanted) or ""
+        if not problem:
+            return Outcome("reload", details={"attempts": str(attempt)})
+        system.sleep(delay)
+    return Outcome("error", reason=f"config replaced, reload not verified after "
+                                   f"{len(RELOAD_RETRY_DELAYS)} attempts: {problem}")
+
+
+def _settled(api: RuntimeApi, system: System, wanted: tuple[Backend, ...]) -> str | None:
+    """None once HAProxy reports the wanted servers (the new worker is up), else why not."""
+    problem: str | None = "not asked"
+    waited = 0.0
+    while waited <= RELOAD_SETTLE:
+        try:
+            problem = differs(api.servers(), wanted)
+        except OSError as exc:
+            problem = f"admin socket: {exc}"
+        if problem is None:
+            return None
+        system.sleep(0.25)
+        waited += 0.25
+    return problem
+
+
+def append_event(path: Path, record: dict[str, object], max_bytes: int = MAX_EVENT_LOG) -> None:
+    """One JSON line per record, appended; past `max_bytes` the log moves to `<name>.1`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size >= max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
     line = json.dumps(record, sort_keys=True, ensure_ascii=True) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
@@ -229,17 +321,23 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def handle(event: str, payload: str, paths: Paths, system: System,
-           ports: Ports = Ports()) -> Outcome:
-    """Log the event, reconcile, log the outcome."""
+           ports: Ports = Ports(), *, quiet: tuple[str, ...] = ()) -> Outcome:
+    """Log the event, reconcile, log the outcome (neither when the outcome is in `quiet`)."""
     started = system.now()
-    append_event(paths.event_log, {"ts": round(started, 3), "kind": "event", "event": event,
-                                   "payload": payload[:MAX_PAYLOAD]})
+    record = {"ts": round(started, 3), "kind": "event", "event": event,
+              "payload": payload[:MAX_PAYLOAD]}
+    if not quiet:
+        append_event(paths.event_log, record)
     with locked(paths.lock):
         outcome = reconcile(paths, system, ports)
+    if outcome.action in quiet:
+        return outcome
+    if quiet:
+        append_event(paths.event_log, record)
     append_event(paths.event_log, {
         "ts": round(system.now(), 3), "kind": "outcome", "event": event,
         "action": outcome.action, "backends": list(outcome.backends),
-        "rejected": list(outcome.rejected), "reason": outcome.reason,
+        "rejected": list(outcome.rejected), "reason": outcome.reason, **outcome.details,
         "seconds": round(system.now() - started, 3)})
     return outcome
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from typing import Any
 
 from .lbsystem import ADMIN_SOCKET, TIMEOUT, admin_command
+from .serfagent import rpc_env
 
 BACKEND = "webapps"
 
@@ -33,8 +35,11 @@ def parse_stat_csv(text: str, backend: str = BACKEND) -> list[dict[str, str]]:
 
 
 def serf_members() -> list[dict[str, Any]]:
-    done = subprocess.run(("serf", "members", "-format", "json"), capture_output=True,
-                          text=True, timeout=TIMEOUT, check=False)
+    try:
+        done = subprocess.run(("serf", "members", "-format", "json"), capture_output=True,
+                              text=True, timeout=TIMEOUT, check=False, env=rpc_env(os.environ))
+    except subprocess.TimeoutExpired:
+        return []
     if done.returncode != 0:
         return []
     try:

@@ -1,15 +1,24 @@
-"""The handler's view of the load balancer container: serf, haproxy and s6 there."""
+"""The handler's view of the load balancer container: serf, haproxy, s6 and its network."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import ipaddress
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-SERF_MEMBERS = ("serf", "members", "-format", "json", "-status", "alive", "-tag", "role=web")
+from .members import IPNetwork, Scope
+from .serfagent import rpc_env
+
+# every member, whatever its state: the handler filters, and tells "none yet" from "all gone"
+SERF_MEMBERS = ("serf", "members", "-format", "json")
 HAPROXY_SERVICE = "/etc/services.d/haproxy"
 ADMIN_SOCKET = Path("/run/haproxy/admin.sock")
 SERVER_STATE = Path("/run/haproxy/server-state")
@@ -33,35 +42,112 @@ class LbSystem:
         self.password_file = password_file
 
     def members(self) -> str:
-        done = subprocess.run(SERF_MEMBERS, capture_output=True, text=True, timeout=TIMEOUT,
-                              check=False)
+        try:
+            done = subprocess.run(SERF_MEMBERS, capture_output=True, text=True, timeout=TIMEOUT,
+                                  check=False, env=rpc_env(os.environ))
+        except subprocess.TimeoutExpired:
+            raise OSError(f"serf members gave no answer in {TIMEOUT:.0f} s") from None
         if done.returncode != 0:
             raise OSError(f"serf members exited {done.returncode}: {_first(done.stderr)}")
         return done.stdout
 
     def check(self, path: Path) -> str | None:
-        env = dict(os.environ)
-        # the config reads its stats password from the environment, as the running master does
-        env["LAYERKIT_STATS_PASSWORD"] = stats_password(self.password_file) or "x" * 16
-        done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
-                              text=True, timeout=TIMEOUT, check=False, env=env)
+        # the config reads settings from the environment, as the running master does
+        env = haproxy_env(self.password_file, os.environ)
+        try:
+            done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
+                                  text=True, timeout=TIMEOUT, check=False, env=env)
+        except subprocess.TimeoutExpired:
+            return f"haproxy -c gave no answer in {TIMEOUT:.0f} s"
         if done.returncode == 0:
             return None
         return _first(done.stdout + done.stderr) or f"exit {done.returncode}"
 
     def reload(self) -> str | None:
         save_server_state(ADMIN_SOCKET, SERVER_STATE)
-        done = subprocess.run(("s6-svc", "-2", HAPROXY_SERVICE), capture_output=True, text=True,
-                              timeout=TIMEOUT, check=False)
+        try:
+            done = subprocess.run(("s6-svc", "-2", HAPROXY_SERVICE), capture_output=True,
+                                  text=True, timeout=TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            return f"s6-svc gave no answer in {TIMEOUT:.0f} s"
         if done.returncode != 0:
             return _first(done.stderr) or f"s6-svc exited {done.returncode}"
         return None
+
+    def runtime(self, command: str) -> str:
+        return admin_command(ADMIN_SOCKET, command)
+
+    def scope(self) -> Scope:
+        return local_scope()
 
     def now(self) -> float:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
+CONFIG = Path("/etc/haproxy/haproxy.cfg")
+
+
+def haproxy_env(password_file: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment haproxy.cfg reads: the stats password, the one address the stats page
+    answers (the gateway, through which the host's published port arrives; set
+    LAYERKIT_STATS_FROM to override) and the key of the session cookies."""
+    env = dict(environ)
+    env["LAYERKIT_STATS_PASSWORD"] = stats_password(password_file) or "x" * 16
+    env["LAYERKIT_STATS_FROM"] = (environ.get("LAYERKIT_STATS_FROM") or default_gateway()
+                                  or "127.0.0.1")
+    env["LAYERKIT_COOKIE_KEY"] = environ.get("LAYERKIT_CLUSTER") or "layerkit"
+    return env
+
+
+def default_gateway(route_file: Path = Path("/proc/net/route")) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in route_file.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+                return socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+    return None
+
+
+def local_scope() -> Scope:
+    """The networks of this container's interfaces (IPv4), its own addresses on them and the
+    gateways of its routes: backends must be inside the first and none of the others."""
+    networks: list[IPNetwork] = []
+    own: set[str] = set()
+    for _, name in socket.if_nameindex():
+        if name == "lo":
+            continue
+        found = _interface_v4(name)
+        if found is not None:
+            own.add(found[0])
+            networks.append(ipaddress.ip_network(f"{found[0]}/{found[1]}", strict=False))
+    return Scope(tuple(networks), frozenset(_gateways()), frozenset(own))
+
+
+def _interface_v4(name: str) -> tuple[str, str] | None:
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)[20:24]
+            mask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)[20:24]
+        except OSError:
+            return None  # no IPv4 address on it
+    return socket.inet_ntoa(address), socket.inet_ntoa(mask)
+
+
+def _gateways(route_file: Path = Path("/proc/net/route")) -> set[str]:
+    """Gateways of the IPv4 routing table (little-endian hex in the kernel's table)."""
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in route_file.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] != "00000000":
+                with contextlib.suppress(ValueError):
+                    found.add(socket.inet_ntoa(struct.pack("<I", int(fields[2], 16))))
+    return found
 
 
 def admin_command(sock_path: Path, command: str, timeout: float = 5.0) -> str:
@@ -91,3 +177,9 @@ def _first(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     alerts = [ln for ln in lines if "ALERT" in ln]
     return (alerts or lines or [""])[0][:300]
+
+
+if __name__ == "__main__":
+    # the haproxy s6 service: HAProxy in master-worker mode with the environment it reads
+    os.execvpe("haproxy", ["haproxy", "-W", "-db", "-f", str(CONFIG)],
+               haproxy_env(Path("/etc/layerkit/stats-password"), os.environ))

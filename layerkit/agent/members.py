@@ -1,9 +1,10 @@
 """Serf members into backends, validated strictly.
 
 Member names, addresses and tags come from the network: any agent that holds the cluster's key
-can call itself anything. Only a member whose name is a plain hostname label, whose address is
-an IP address and whose tags are all plain tokens becomes a backend; everything else is rejected
-with a reason, so nothing unchecked ever reaches haproxy.cfg.
+can call itself anything and advertise any address. Only a member whose name is a plain hostname
+label, whose address is an IP address inside the cluster's own network (not its gateway, not the
+load balancer's own, not another member's) and whose tags are all plain tokens becomes a
+backend; everything else is rejected with a reason, so nothing unchecked ever reaches HAProxy.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_PORT = 3000
@@ -33,6 +34,10 @@ class Backend:
     port: int
 
     @property
+    def address_port(self) -> tuple[str, int]:
+        return self.address, self.port
+
+    @property
     def endpoint(self) -> str:
         """`addr:port`, IPv6 in brackets as HAProxy expects."""
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -49,6 +54,39 @@ class Rejected:
 class Membership:
     backends: tuple[Backend, ...]
     rejected: tuple[Rejected, ...]
+    known_web: int = 0  # members with the role in any state: 0 while the agent has not joined
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a backend may be: inside one of `networks` (the load balancer's own), and none of
+    the gateways or the load balancer's own addresses. No networks: no check (unit tests)."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    gateways: frozenset[str] = field(default_factory=frozenset)
+    own: frozenset[str] = field(default_factory=frozenset)
+
+    def problem(self, address: str) -> str | None:
+        ip = ipaddress.ip_address(address)
+        if ip.is_loopback:
+            return "address is a loopback address"
+        if ip.is_link_local:
+            return "address is link-local"
+        if not self.networks:
+            return None
+        inside = [n for n in self.networks if ip.version == n.version and ip in n]
+        if not inside:
+            return "address is outside the cluster's network"
+        if any(ip in (n.network_address, n.broadcast_address) for n in inside):
+            return "address is the network's own or its broadcast address"
+        if address in self.gateways:
+            return "address is the network's gateway"
+        if address in self.own:
+            return "address is the load balancer's own"
+        return None
 
 
 class MembersError(ValueError):
@@ -142,22 +180,60 @@ def check_member(member: dict[str, Any], default_port: int = DEFAULT_PORT
 
 
 def select_backends(members: Iterable[dict[str, Any]], *, role: str = WEB_ROLE,
-                    default_port: int = DEFAULT_PORT) -> Membership:
-    """Alive members with `role`, validated; sorted by name so a render is deterministic."""
+                    default_port: int = DEFAULT_PORT, scope: Scope = Scope(),
+                    incumbents: Mapping[str, str] = {}) -> Membership:
+    """Alive members with `role`, validated; sorted by name so a render is deterministic.
+
+    `incumbents` (server name -> address, what HAProxy serves now) settles an address that
+    two members claim: the one already served keeps it; with none, neither gets it.
+    """
+    members = list(members)
     backends: dict[str, Backend] = {}
     rejected: list[Rejected] = []
     for member in members:
-        if member.get("status") not in (None, "alive"):
-            continue
-        tags = member.get("tags")
-        if not isinstance(tags, dict) or tags.get("role") != role:
+        if member.get("status") not in (None, "alive") or not _has_role(member, role):
             continue
         result = check_member(member, default_port)
+        if isinstance(result, Backend):
+            problem = scope.problem(result.address)
+            result = Rejected(repr(result.name), problem) if problem else result
         if isinstance(result, Rejected):
             rejected.append(result)
         elif result.name in backends:
             rejected.append(Rejected(repr(result.name), "duplicate name"))
         else:
             backends[result.name] = result
-    ordered = tuple(backends[n] for n in sorted(backends))
-    return Membership(ordered, tuple(rejected))
+    others = {parse_address(m.get("addr")) for m in members
+              if m.get("status") in (None, "alive") and not _has_role(m, role)}
+    kept, clashes = _unique_addresses(backends, others, incumbents)
+    known = sum(1 for m in members if _has_role(m, role))
+    return Membership(tuple(kept[n] for n in sorted(kept)), (*rejected, *clashes), known)
+
+
+def _has_role(member: dict[str, Any], role: str) -> bool:
+    tags = member.get("tags")
+    return isinstance(tags, dict) and tags.get("role") == role
+
+
+def _unique_addresses(backends: dict[str, Backend], others: set[str | None],
+                      incumbents: Mapping[str, str]
+                      ) -> tuple[dict[str, Backend], list[Rejected]]:
+    """Drop backends whose address another member claims (see select_backends)."""
+    by_address: dict[str, list[Backend]] = {}
+    for backend in backends.values():
+        by_address.setdefault(backend.address, []).append(backend)
+    kept: dict[str, Backend] = {}
+    rejected: list[Rejected] = []
+    for address, claimants in by_address.items():
+        if address in others:
+            rejected += [Rejected(repr(b.name), "address is another member's") for b in claimants]
+            continue
+        if len(claimants) == 1:
+            kept[claimants[0].name] = claimants[0]
+            continue
+        holder = next((b for b in claimants if incumbents.get(b.name) == address), None)
+        if holder is not None:
+            kept[holder.name] = holder
+        rejected += [Rejected(repr(b.name), "address is another member's")
+                     for b in claimants if b is not holder]
+    return kept, rejected

@@ -9,12 +9,19 @@ Everything comes from the environment the container was started with:
   LAYERKIT_SERF_FORGET   seconds after which failed and left members are forgotten (default 120)
   LAYERKIT_SERF_ADVERTISE_NET  a subnet (Swarm's overlay): advertise this container's address
                      in it, not the one Serf would pick (a Swarm task has several interfaces)
+
+Serf's RPC port (127.0.0.1:7373) answers any local process, the web app's unprivileged user
+included, and lets it list, install or rotate the gossip keys. So each start makes a fresh RPC
+token, readable by root only (RPC_TOKEN_PATH); local clients pass it in the environment
+(SERF_RPC_AUTH, never on a command line that `ps` shows): `python3 -m layerkit.agent.serfagent
+--rpc members` runs `serf members` so.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import json
 import os
@@ -26,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 CONFIG_PATH = Path("/run/layerkit/serf.json")
+RPC_TOKEN_PATH = Path("/run/layerkit/serf-rpc-token")
 SERF_EVENTS = "member-join,member-leave,member-failed,member-update,member-reap"
 KEY_BYTES = 32  # Debian's serf 0.9.4 takes AES-256 keys only
 FORGET_SECONDS = 120             # the default; `layerkit up --forget-after` sets another
@@ -64,7 +72,8 @@ def check_keyring(path: Path) -> None:
             raise KeyringError(f"keyring {path} holds a key that is not {KEY_BYTES} bytes base64")
 
 
-def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
+def agent_config(env: Mapping[str, str], hostname: str, rpc_token: str = ""
+                 ) -> dict[str, object]:
     role = env.get("LAYERKIT_ROLE", "none")
     forget = env.get("LAYERKIT_SERF_FORGET", "").strip() or str(FORGET_SECONDS)
     if not (forget.isascii() and forget.isdigit() and 0 < int(forget) <= MAX_FORGET_SECONDS):
@@ -79,6 +88,7 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, object]:
         "node_name": node_name(hostname),
         "bind": "0.0.0.0:7946",
         "rpc_addr": "127.0.0.1:7373",
+        **({"rpc_auth": rpc_token} if rpc_token else {}),
         "tags": tags,
         "log_level": env.get("LAYERKIT_SERF_LOG_LEVEL", "warn"),
         # A stopped container leaves instead of failing; gone members are forgotten in minutes
@@ -123,10 +133,32 @@ def write_keyring(path: Path) -> None:
         f.write(json.dumps([key]) + "\n")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner (root) only, in a private directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def rpc_env(environ: Mapping[str, str], token_path: Path = RPC_TOKEN_PATH) -> dict[str, str]:
+    """`environ` plus the agent's RPC token, for a local serf client (root only can read it)."""
+    env = dict(environ)
+    # no token yet (no agent started): the client fails to connect, as it would anyway
+    with contextlib.suppress(OSError):
+        env["SERF_RPC_AUTH"] = token_path.read_text().strip()
+    return env
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--keygen"] and len(sys.argv) == 3:
         write_keyring(Path(sys.argv[2]))
         return
+    if sys.argv[1:2] == ["--rpc"]:
+        os.execvpe("serf", ["serf", *sys.argv[2:]], rpc_env(os.environ))
     keyring = os.environ.get("LAYERKIT_SERF_KEYRING")
     if keyring:
         try:
@@ -135,8 +167,9 @@ def main() -> None:
             # s6 restarts the service a second later: the key may still be on its way
             print(f"serfagent: {exc}; not starting without it", file=sys.stderr, flush=True)
             sys.exit(1)
+    token = secrets.token_urlsafe(24)
     try:
-        config = agent_config(os.environ, socket.gethostname())
+        config = agent_config(os.environ, socket.gethostname(), token)
     except ValueError as exc:
         print(f"serfagent: {exc}; not starting", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -148,8 +181,8 @@ def main() -> None:
             # s6 restarts the service a second later: the interface may still be coming up
             print(f"serfagent: {exc}; not starting", file=sys.stderr, flush=True)
             sys.exit(1)
-    CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
-    CONFIG_PATH.write_text(json.dumps(config, indent=2))
+    write_private(RPC_TOKEN_PATH, token + "\n")
+    write_private(CONFIG_PATH, json.dumps(config, indent=2))
     sys.stdout.flush()
     os.execvp("serf", ["serf", "agent", f"-config-file={CONFIG_PATH}"])
 

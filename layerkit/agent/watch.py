@@ -5,11 +5,14 @@ runs the event handler. Its log, though, reports each change the moment memberli
 ("serf: EventMemberJoin: ..."). This s6 service follows that log through `serf monitor` and
 runs the same reconcile as the handler at once; the handler still runs on every event (then
 usually finding nothing to change). The log line only triggers: the config is always built from
-a fresh, validated `serf members`.
+a fresh, validated `serf members`. With no trigger for PERIOD seconds it reconciles anyway, so a
+change that did not take (HAProxy restarting, a refused command) is corrected without an event;
+such a run is logged only when it changed something.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -18,10 +21,12 @@ from collections.abc import Callable, Iterable
 
 from .handler import Paths, handle, held_for
 from .lbsystem import LbSystem
+from .serfagent import rpc_env
 
 TRIGGERS = ("serf: EventMemberJoin", "serf: EventMemberLeave", "serf: EventMemberFailed",
             "serf: EventMemberUpdate", "serf: EventMemberReap")
 GATHER = 0.1  # seconds to wait for the rest of a burst before reconciling
+PERIOD = 5.0  # seconds without a trigger before a check that HAProxy still serves the members
 
 
 def is_trigger(line: str) -> bool:
@@ -32,9 +37,12 @@ class Coalescer:
     """Runs `action` in one worker thread after a trigger, one run covering every trigger
     that arrived before it started."""
 
-    def __init__(self, action: Callable[[str], None], gather: float = GATHER) -> None:
+    def __init__(self, action: Callable[[str], None], gather: float = GATHER,
+                 idle: Callable[[], None] = lambda: None, period: float | None = None) -> None:
         self.action = action
         self.gather = gather
+        self.idle = idle
+        self.period = period
         self.wake = threading.Event()
         self.last = ""
         self.runs = 0
@@ -55,7 +63,8 @@ class Coalescer:
     def serve_forever(self) -> None:
         while True:
             try:
-                self.run_once()
+                if not self.run_once(self.period):
+                    self.idle()
             except Exception as exc:  # a failed run must not stop the watcher
                 print(f"layerkit watch: {type(exc).__name__}: {exc}", file=sys.stderr,
                       flush=True)
@@ -70,15 +79,23 @@ def follow(lines: Iterable[str], coalescer: Coalescer) -> None:
 def main() -> int:
     paths = Paths()
     system = LbSystem(paths.password_file)
-    coalescer = Coalescer(lambda line: _reconcile(line, paths, system))
+    coalescer = Coalescer(lambda line: _reconcile(line, paths, system),
+                          idle=lambda: _periodic(paths, system), period=PERIOD)
     threading.Thread(target=coalescer.serve_forever, daemon=True).start()
     while True:
         # the agent may not be up yet, or restarted: reconnect every second
         with subprocess.Popen(("serf", "monitor", "-log-level=info"), stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, errors="replace") as proc:
+                              stderr=subprocess.DEVNULL, text=True, errors="replace",
+                              env=rpc_env(os.environ)) as proc:
             assert proc.stdout is not None
             follow(proc.stdout, coalescer)
         time.sleep(1)
+
+
+def _periodic(paths: Paths, system: LbSystem) -> None:
+    outcome = handle("periodic", "", paths, system, quiet=("unchanged", "held", "kept"))
+    if outcome.action in ("invalid", "error"):
+        print(f"layerkit watch: {outcome.action}: {outcome.reason}", file=sys.stderr, flush=True)
 
 
 def _reconcile(line: str, paths: Paths, system: LbSystem) -> None:

@@ -18,15 +18,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 COOKIE = "NODESESSID"
 MAX_SESSIONS = 10_000   # oldest sessions are forgotten first: memory stays bounded
 MAX_DELAY_MS = 25_000   # under HAProxy's `timeout server` (30 s): delayed requests get answers
 MAX_BODY = 4096
+WORKERS = 32            # threads serving requests; HAProxy sends each server at most as many
+IDLE_TIMEOUT = 30       # seconds an idle keep-alive connection may hold a worker
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -55,6 +58,7 @@ class AppState:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as HAProxy expects
     server_version = "layerkit-webapp/1"
+    timeout = IDLE_TIMEOUT
     state: AppState  # set on the class by make_server
 
     def do_GET(self) -> None:
@@ -132,17 +136,46 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(host: str, port: int, state: AppState) -> ThreadingHTTPServer:
+class PooledHTTPServer(HTTPServer):
+    """Connections served by at most `workers` threads: beyond that they wait in the listen
+    backlog, instead of a thread (and its memory) each as ThreadingHTTPServer would make."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 workers: int) -> None:
+        super().__init__(address, handler)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="webapp-worker")
+        self.slots = threading.BoundedSemaphore(workers)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.slots.acquire()
+        self.pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_server(host: str, port: int, state: AppState, workers: int = WORKERS
+                ) -> PooledHTTPServer:
     handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return PooledHTTPServer((host, port), handler, workers)
 
 
 def main() -> None:
     port = int(os.environ.get("WEBAPP_PORT", "3000"))
     state = AppState(tag=os.environ.get("TAG", ""), host=socket.gethostname())
-    server = make_server(os.environ.get("WEBAPP_BIND", "0.0.0.0"), port, state)
+    workers = os.environ.get("WEBAPP_WORKERS", "")
+    server = make_server(os.environ.get("WEBAPP_BIND", "0.0.0.0"), port, state,
+                         int(workers) if workers.isdigit() and int(workers) > 0 else WORKERS)
 
     def stop(signum: int, _frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -54,7 +54,9 @@ JUNK_PATTERNS: dict[str, str] = {
     "man-pages": r"usr/share/(man|info)/.+",
     "locales": r"usr/share/locale/.+",
     "logs": r"var/log/.+",
-    "pycache": r"(.+/)?__pycache__/.+",
+    # not the interpreter's own: Debian compiles the stdlib and its python3-* packages under
+    # /usr/lib/python3*/ at install, and every start of a read-only image's Python uses them
+    "pycache": r"(?!usr/lib/python3[^/]*/)(.+/)?__pycache__/.+",
 }
 _JUNK = re.compile("|".join(f"(?P<{name.replace('-', '_')}>{pattern})"
                             for name, pattern in JUNK_PATTERNS.items()))
@@ -175,7 +177,8 @@ def _junk(view: View) -> tuple[JunkItem, ...]:
         category = (match.lastgroup or "").replace("_", "-")
         groups[category, node.layer].append((node.size, path))
     items = [JunkItem(category, layer, sum(s for s, _ in files), len(files), max(files)[1])
-             for (category, layer), files in groups.items()]
+             for (category, layer), files in groups.items()
+             if any(size for size, _ in files)]  # empty files (a log touched) weigh nothing
     return tuple(sorted(items, key=lambda j: (-j.bytes, j.category, j.layer)))
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerkit.errors import UsageError
+from layerkit.render import human_bytes
 
 if TYPE_CHECKING:
     from layerkit.analyze.analyze import ImageReport
 
-__all__ = ["GateRules", "Limit", "check", "parse_bytes", "parse_limit", "read_dive_ci"]
+__all__ = ["GateRules", "Limit", "check", "check_efficiency", "parse_bytes", "parse_limit",
+           "read_dive_ci"]
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -35,7 +37,7 @@ class Limit:
         return self.percent is not None and whole > 0 and 100 * value / whole > self.percent
 
     def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
+        return f"{self.percent:g}%" if self.percent is not None else human_bytes(self.bytes or 0)
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,22 @@ def parse_limit(text: str) -> Limit:
     """'10%' or a size ('50MB', '1000')."""
     if text.strip().endswith("%"):
         try:
-            return Limit(percent=float(text.strip()[:-1]))
+            percent = float(text.strip()[:-1])
         except ValueError:
             raise UsageError(f"not a percentage: {text!r}") from None
+        if not 0 <= percent <= 100:
+            raise UsageError(f"not a percentage from 0 to 100: {text!r}")
+        return Limit(percent=percent)
     return Limit(bytes=parse_bytes(text))
+
+
+def check_efficiency(value: float | None) -> float | None:
+    """An efficiency limit is a fraction, as dive's lowestEfficiency is: 0.95, not 95."""
+    if value is not None and not 0 <= value <= 1:
+        raise UsageError(f"--min-efficiency {value:g}: an efficiency is from 0 to 1",
+                         hint=f"for {value:g}% write {value / 100:g}" if 1 < value <= 100
+                         else None)
+    return value
 
 
 def read_dive_ci(path: Path, base: GateRules) -> GateRules:
@@ -91,6 +105,10 @@ def _float(text: str | None) -> float | None:
     return float(text) if text is not None else None
 
 
+def _size(n: int) -> str:
+    return f"{human_bytes(n)} ({n:,} bytes)"
+
+
 def check(image: ImageReport, rules: GateRules) -> tuple[str, ...]:
     failed = []
     if rules.min_efficiency is not None and image.dive.efficiency < rules.min_efficiency:
@@ -98,14 +116,14 @@ def check(image: ImageReport, rules: GateRules) -> tuple[str, ...]:
                       f"{rules.min_efficiency:g}")
     if rules.max_reclaimable and rules.max_reclaimable.exceeded(image.reclaimable_bytes,
                                                                 image.content_bytes):
-        failed.append(f"{image.ref}: reclaimable_bytes {image.reclaimable_bytes} is over "
+        failed.append(f"{image.ref}: reclaimable {_size(image.reclaimable_bytes)} is over "
                       f"{rules.max_reclaimable}")
     if rules.max_junk and rules.max_junk.exceeded(image.junk_bytes, image.final_bytes):
-        failed.append(f"{image.ref}: junk_bytes {image.junk_bytes} is over {rules.max_junk}")
+        failed.append(f"{image.ref}: junk {_size(image.junk_bytes)} is over {rules.max_junk}")
     if rules.max_wasted_bytes_dive is not None and \
             image.dive.wasted_bytes_dive > rules.max_wasted_bytes_dive:
-        failed.append(f"{image.ref}: wasted_bytes_dive {image.dive.wasted_bytes_dive} is over "
-                      f"{rules.max_wasted_bytes_dive} (.dive-ci highestWastedBytes)")
+        failed.append(f"{image.ref}: wasted {_size(image.dive.wasted_bytes_dive)} is over "
+                      f"{human_bytes(rules.max_wasted_bytes_dive)} (.dive-ci highestWastedBytes)")
     if rules.max_user_wasted is not None and \
             image.dive.user_wasted_percent > rules.max_user_wasted:
         failed.append(f"{image.ref}: user wasted {image.dive.user_wasted_percent:.4f} is over "

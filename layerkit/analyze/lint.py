@@ -12,9 +12,12 @@ Parsed with dockerfile-parse; every finding has a line, a rule id and a one-line
 | LK006 | later-change | a path made in one layer is removed, chmod-ed or chown-ed by a later RUN |
 | LK007 | cache-order | source copied before dependencies are installed |
 
-Lint reads only the last stage's instructions for LK006 and LK007 state, but reports findings in
-every stage. `LintReport.steps` lists the last stage's instructions after FROM, which `analyze`
-matches with the image history to attach findings to layers.
+Each stage is checked on its own. A stage that does not ship (a builder whose artefacts are
+copied out, and not the base of the final stage) gets only LK007: its layers never reach the
+image. A RUN's cache mounts (`--mount=type=cache,target=...`) keep what they cover out of the
+layer, so the cache rules skip those paths. `LintReport.steps` lists the last stage's
+instructions after FROM, which `analyze` matches with the image history to attach findings.
+A file with no FROM is not a Dockerfile and is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
-from layerkit.errors import NotFound
+from layerkit.errors import NotFound, UsageError
 
 __all__ = ["RULES", "Finding", "LintReport", "Step", "lint_file", "lint_text"]
 
@@ -74,29 +77,64 @@ class LintReport:
     steps: tuple[Step, ...]
 
 
+_ONLY_IN_SHIPPED = {"LK001", "LK002", "LK003", "LK004", "LK005", "LK006"}
+_MOUNT_COVERS = {  # rule -> paths whose cache mount keeps its bytes out of the layer
+    "LK002": ("/var/lib/apt", "/var/lib/apt/lists"),
+    "LK003": ("/var/cache/apt", "/var/cache/apt/archives"),
+    "LK005": ("/root/.cache", "/root/.cache/pip"),
+}
+
+
 def lint_file(path: Path) -> LintReport:
     try:
         text = path.read_text()
     except (FileNotFoundError, IsADirectoryError):
         raise NotFound(f"no Dockerfile at {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a Dockerfile (not text)") from None
     return lint_text(text, str(path))
 
 
 def lint_text(text: str, path: str = "Dockerfile") -> LintReport:
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
     stages: list[list[Step]] = [[]]
+    bases: list[str] = []     # what each stage's FROM names
+    names: list[str] = []     # each stage's alias ("" if none)
     for item in parser.structure:
         kind = item["instruction"].upper()
         if kind == "FROM":
+            words = item["value"].split()
+            words = [w for w in words if not w.startswith("--")]
+            bases.append(words[0].lower() if words else "")
+            names.append(words[2].lower() if len(words) == 3 and words[1].lower() == "as"
+                         else "")
             stages.append([])
-        elif kind != "COMMENT":
+        elif kind not in ("COMMENT", "ARG") or bases:
+            if not bases and kind != "COMMENT":
+                raise UsageError(f"{path}: not a Dockerfile (line {item['startline'] + 1} "
+                                 f"comes before any FROM)")
             stages[-1].append(Step(item["startline"] + 1, kind, item["value"]))
+    if not bases:
+        raise UsageError(f"{path}: not a Dockerfile (no FROM instruction)")
+    shipped = _shipped(bases, names)
     findings: list[Finding] = []
-    for number, stage in enumerate(stages):
-        last = number == len(stages) - 1
-        findings.extend(_stage_findings(stage, last))
+    for number, stage in enumerate(stages[1:]):
+        last = number == len(bases) - 1
+        found = _stage_findings(stage, last)
+        findings.extend(f for f in found if number in shipped or f.rule not in _ONLY_IN_SHIPPED)
     return LintReport(path, tuple(sorted(findings, key=lambda f: (f.line, f.rule))),
                       tuple(stages[-1]))
+
+
+def _shipped(bases: list[str], names: list[str]) -> set[int]:
+    """The stages whose layers the final image holds: the last and those it is built FROM."""
+    shipped, stage = set(), len(bases) - 1
+    while stage >= 0 and stage not in shipped:
+        shipped.add(stage)
+        base = bases[stage]
+        earlier = [i for i in range(stage) if names[i] == base or str(i) == base]
+        stage = earlier[-1] if earlier else -1
+    return shipped
 
 
 def _finding(rule: str, step: Step, index: int, last: bool, message: str) -> Finding:
@@ -123,8 +161,10 @@ def _stage_findings(stage: list[Step], last: bool) -> list[Finding]:
         if prev is not None and prev.instruction == "RUN":
             found.append(_finding("LK001", step, index, last,
                                   f"RUN right after the RUN on line {prev.line}"))
+        mounts = _cache_mounts(step.value)
         found.extend(_finding(rule, step, index, last, message)
-                     for rule, message in _run_rules(step.value, pip_env))
+                     for rule, message in _run_rules(step.value, pip_env)
+                     if not any(m in _MOUNT_COVERS.get(rule, ()) for m in mounts))
         found.extend(_finding("LK006", step, index, last, message)
                      for message in _later_changes(step.value, created))
         if copied_source is not None and _DEPS_INSTALL.search(step.value):
@@ -149,6 +189,20 @@ def _run_rules(command: str, pip_env: bool) -> list[tuple[str, str]]:
     if _PIP_INSTALL.search(command) and "--no-cache-dir" not in command and not pip_env:
         rules.append(("LK005", "pip install keeps its download cache in this layer"))
     return rules
+
+
+def _cache_mounts(command: str) -> list[str]:
+    """The targets of a RUN's `--mount=type=cache,...` flags (at the start of its value)."""
+    targets = []
+    for word in command.split():
+        if not word.startswith("--"):
+            break
+        if word.startswith("--mount="):
+            fields = dict(f.partition("=")[::2] for f in word[len("--mount="):].split(","))
+            target = fields.get("target") or fields.get("dst") or fields.get("destination")
+            if fields.get("type") == "cache" and target:
+                targets.append(target.rstrip("/"))
+    return targets
 
 
 def _words(command: str) -> list[str]:

@@ -3,8 +3,8 @@ Markdown and HTML with a chart of layer sizes and waste. No numbers are computed
 
 from __future__ import annotations
 
-import html
-import io
+import hashlib
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ __all__ = [
     "layer_chart_svg",
     "lint_json",
     "lint_table",
+    "report_files",
+    "report_name",
 ]
 
 CAUSE_TEXT = {"overwritten": "overwritten", "deleted": "deleted",
@@ -119,7 +121,7 @@ def _image_table(image: ImageReport) -> str:
              human_bytes(layer.hides_bytes), f"+{layer.files_added} ~{layer.files_modified} "
              f"-{layer.files_removed}", _short(layer.created_by)) for layer in image.layers]
     parts = [_summary(image), tabulate(rows, headers=(
-        "#", "size", "hidden later", "hides below", "files", "created by"),
+        "#", "size", "reclaimable", "hides below", "files", "created by"),
         colalign=("right", "right", "right", "right", "left", "left"))]
     if image.top:
         top = [(f"/{w.path}", human_bytes(w.size), w.stored_in, w.hidden_by, CAUSE_TEXT[w.cause])
@@ -180,60 +182,33 @@ def _layer_rows(image: ImageReport) -> list[tuple[Any, ...]]:
 
 
 def analyze_html(report: AnalyzeReport) -> str:
-    body = []
-    for image in report.images:
-        body += [f"<h2>{html.escape(image.ref)}</h2>", f"<p>{html.escape(_summary(image))}</p>",
-                 layer_chart_svg(image),
-                 tabulate(_layer_rows(image), headers=_LAYER_HEADERS, tablefmt="html")]
-        if image.top:
-            body.append(tabulate([(f"/{w.path}", human_bytes(w.size), w.stored_in, w.hidden_by,
-                                   CAUSE_TEXT[w.cause]) for w in image.top],
-                                 headers=("reclaimable path", "size", "stored in", "hidden by",
-                                          "cause"), tablefmt="html"))
-    return _PAGE.format(body="\n".join(body))
+    from layerkit.analyze import html  # noqa: PLC0415 - only HTML reports need it
 
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>layerkit analyze</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{padding:.2em .6em;border-bottom:1px solid #ddd}}</style>
-</head><body><h1>layerkit analyze</h1>
-{body}
-</body></html>
-"""
+    return html.analyze_html(report, summary=_summary, short=_short, causes=CAUSE_TEXT)
 
 
 def layer_chart_svg(image: ImageReport) -> str:
-    """A horizontal bar per layer: bytes still visible, and bytes hidden by later layers."""
-    import matplotlib  # noqa: PLC0415 - imported on demand: only HTML reports draw
+    """A bar per layer and series (stored, reclaimable, hides below) with its size."""
+    from layerkit.analyze import html  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot  # noqa: PLC0415
+    return html.layer_chart_svg(image, _short)
 
-    labels = [f"{layer.index}: {_short(layer.created_by, 40) or '(no history)'}"
-              for layer in image.layers]
-    live = [(layer.content_bytes - layer.reclaimable_bytes) / 1e6 for layer in image.layers]
-    waste = [layer.reclaimable_bytes / 1e6 for layer in image.layers]
-    figure, axes = pyplot.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
-    try:
-        axes.barh(labels, live, color="#4c78a8", label="visible in the final image")
-        axes.barh(labels, waste, left=live, color="#e45756", label="hidden later (reclaimable)")
-        axes.invert_yaxis()
-        axes.set_xlabel("MB")
-        axes.legend(loc="lower right")
-        figure.tight_layout()
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg")
-    finally:
-        pyplot.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]  # inline in HTML: no XML declaration or DOCTYPE
+
+def report_name(report: AnalyzeReport) -> str:
+    """The file name (no suffix) of the report of this set of images: `analyze-` and the
+    references made file-safe, so that each image set has its own report."""
+    refs = "+".join(re.sub(r"[^a-z0-9._-]+", "-", i.ref.lower()).strip("-.") or "image"
+                    for i in report.images) or "empty"
+    if len(refs) > 80:  # many images: keep it readable and still one name per set
+        refs = f"{refs[:60]}-{hashlib.sha256(refs.encode()).hexdigest()[:10]}"
+    return f"analyze-{refs}"
 
 
 def report_files(report: AnalyzeReport) -> dict[str, str]:
-    """The files `analyze --out DIR` writes."""
-    return {"analyze.json": analyze_json(report), "analyze.md": analyze_markdown(report),
-            "analyze.html": analyze_html(report)}
+    """The files `analyze --out DIR` writes, named after the image set."""
+    name = report_name(report)
+    return {f"{name}.json": analyze_json(report), f"{name}.md": analyze_markdown(report),
+            f"{name}.html": analyze_html(report)}
 
 
 def finding_lines(findings: Sequence[Finding]) -> list[str]:

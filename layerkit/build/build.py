@@ -1,39 +1,42 @@
 """The build graph: base first, each image's context made here, built through the engine.
 
 Progress is reported as `BuildEvent`s to a callback (the CLI draws them); nothing is printed.
+Tags move only when every image asked for has built: each image is built untagged, its
+children are built FROM its ID, and the tags are applied at the end. A failed or interrupted
+build removes what it made that nothing else refers to, so it leaves no dangling images; the
+steps that were already cached stay cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import tarfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
 from layerkit.build.specs import ImageSpec
-from layerkit.engine.client import DockerClient
-from layerkit.engine.images import BuildChunk, build_image, cancel_build, find_image, image_info, tag_image
-from layerkit.errors import BuildError, NothingToSquash
+from layerkit.build.stream import BuildEvent, OnEvent, StreamState, consume
+from layerkit.engine.client import DockerClient, connect
+from layerkit.engine.images import (
+    build_image,
+    cancel_build,
+    find_image,
+    image_info,
+    remove_image,
+    tag_image,
+)
+from layerkit.errors import BuildError, LayerkitError, NothingToSquash
 
+__all__ = ["BuildEvent", "BuiltImage", "build_all", "build_one", "context_tar", "parent_ref"]
+
+logger = logging.getLogger(__name__)
 CONTEXT_MTIME = 1_700_000_000  # fixed, so identical inputs give identical contexts and cache hits
-LOG_TAIL = 12
-
-EventKind = Literal["base", "start", "step", "log", "done"]
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    image: str
-    kind: EventKind
-    step: int = 0
-    total: int = 0
-    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,10 @@ class BuiltImage:
     seconds: float
     steps: int
     cached_steps: int
-
-
-OnEvent = Callable[[BuildEvent], None]
-
-
-@dataclass
-class _StreamState:
-    step: int = 0
-    total: int = 0
-    instruction: str = ""
-    cached: int = 0
-    image_id: str = ""
-    tail: list[str] = field(default_factory=list)
-    containers: set[str] = field(default_factory=set)  # short IDs from "---> Running in <id>"
+    # (tag, image ID) of the images kept beside it: each build stage's result and, for a
+    # reproducible build, the builder's own image, so that none dangles and their steps stay
+    # cached
+    extra_tags: tuple[tuple[str, str], ...] = ()
 
 
 def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> str:
@@ -68,43 +61,124 @@ def parent_ref(spec: ImageSpec, specs: dict[str, ImageSpec], version: str) -> st
 
 
 def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, ImageSpec], *,
-              version: str, no_cache: bool = False, write_dockerfiles: bool = True,
-              tag_latest: bool = True, squash: bool = False,
+              version: str, no_cache: bool | Collection[str] = False,
+              write_dockerfiles: bool = True, tag_latest: bool = True, squash: bool = False,
+              build_args: Mapping[str, str] | None = None, epoch: int | None = None,
               on_event: OnEvent = lambda _: None) -> list[BuiltImage]:
-    """Build `order` (already sorted parents first); stops at the first failure. `squash`
-    merges each image's own layers above its parent into one (the parent's stay shared)."""
+    """Build `order` (already sorted parents first); stops at the first failure, with no tag
+    moved. `no_cache` is True (every image) or the names of the images built without the
+    cache. `build_args` override the defaults of the specs that declare them. `epoch` makes
+    the images reproducible (`reproducible.py`) with that time. `squash` merges each image's
+    own layers above its parent into one (the parent's stay shared)."""
     built: list[BuiltImage] = []
-    for spec in order:
-        parent = parent_ref(spec, specs, version)
-        if spec.parent not in specs:
-            def log(text: str, name: str = spec.name) -> None:
-                on_event(BuildEvent(name, "base", text=text))
-
-            parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
-                                           log=log).ref
-        generated = generate(spec, parent, version)
-        if write_dockerfiles:
-            (spec.directory / "Dockerfile").write_text(generated.text)
-        layers = _layers_of(client, parent) if spec.parent in specs else None
-        image = build_one(client, spec, generated, version=version, no_cache=no_cache,
-                          tag_latest=tag_latest, parent_layers=layers, on_event=on_event)
-        if squash:
-            image = squash_own_layers(client, image, parent, tag_latest=tag_latest,
-                                      on_event=on_event)
-        built.append(image)
+    try:
+        for spec in order:
+            fresh = no_cache is True or (not isinstance(no_cache, bool) and spec.name in no_cache)
+            args = {k: v for k, v in (build_args or {}).items()
+                    if k in dict(spec.build_args)}
+            built.append(_build_spec(client, spec, specs, built, version=version,
+                                     no_cache=fresh, write_dockerfiles=write_dockerfiles,
+                                     squash=squash, tag_latest=tag_latest, build_args=args,
+                                     epoch=epoch, on_event=on_event))
+    except BaseException as exc:
+        # after Ctrl-C the client's connections were closed to cancel the build
+        _forget(connect(timeout=10) if isinstance(exc, KeyboardInterrupt) else client, built)
+        raise
+    for image in built:
+        for extra_ref, extra_id in image.extra_tags:
+            tag_image(client, extra_id, extra_ref)
+        tag_image(client, image.image_id, image.ref)
+        if tag_latest:
+            tag_image(client, image.image_id, f"layerkit/{image.name}:latest")
     return built
+
+
+def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpec],
+                built: list[BuiltImage], *, version: str, no_cache: bool,
+                write_dockerfiles: bool, squash: bool, tag_latest: bool,
+                build_args: dict[str, str], epoch: int | None, on_event: OnEvent) -> BuiltImage:
+    parent = parent_ref(spec, specs, version)
+    if spec.parent not in specs:
+        def log(text: str, name: str = spec.name) -> None:
+            on_event(BuildEvent(name, "base", text=text))
+
+        parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
+                                       log=log).ref
+    named = {s.name: image_ref(s.parent, version) for s in spec.stages if s.parent in specs}
+    generated = generate(spec, parent, version, named, reproducible=epoch is not None)
+    if write_dockerfiles:
+        (spec.directory / "Dockerfile").write_text(generated.text)
+    # a parent built in this run is not tagged yet: build FROM its ID
+    from_this_run = {b.name: b.image_id for b in built if not _tagged_as(client, b)}
+    if spec.parent in from_this_run:
+        parent = from_this_run[spec.parent]
+    stage_refs = {**named, **{s.name: from_this_run[s.parent] for s in spec.stages
+                              if s.parent in from_this_run}}
+    generated = generate(spec, parent, version, stage_refs, reproducible=epoch is not None)
+    layers = _layers_of(client, parent) if spec.parent in specs else None
+    if epoch is not None:
+        build_args = {**build_args, "SOURCE_DATE_EPOCH": str(epoch)}
+    image = build_one(client, spec, generated, version=version, no_cache=no_cache,
+                      tag_latest=False, parent_layers=layers, build_args=build_args,
+                      on_event=on_event)
+    if epoch is not None:
+        image = _reproducible(client, image, parent, epoch, on_event)
+    if squash:
+        image = squash_own_layers(client, image, parent, tag_latest=tag_latest,
+                                  on_event=on_event)
+    return image
+
+
+def _reproducible(client: DockerClient, image: BuiltImage, parent: str, epoch: int,
+                  on_event: OnEvent) -> BuiltImage:
+    from layerkit.build.reproducible import rewrite_image  # only --reproducible needs it
+
+    below = find_image(client, parent)
+    result = rewrite_image(client, image.image_id, len(below.layers) if below else 0, epoch)
+    on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "
+                        f"layers rewritten, {result.dropped_files} files dropped "
+                        f"({result.image_id[:19]})"))
+    keep = (f"{image.ref}-build", image.image_id)
+    return dataclasses.replace(image, image_id=result.image_id,
+                               extra_tags=(*image.extra_tags, keep))
+
+
+def _tagged_as(client: DockerClient, image: BuiltImage) -> bool:
+    """Whether `image.ref` already names this ID (a fully cached build): then its children
+    can say FROM ref, as the Dockerfile written for people does."""
+    tagged = find_image(client, image.ref)
+    return tagged is not None and tagged.id == image.image_id
+
+
+def _forget(client: DockerClient, built: list[BuiltImage]) -> None:
+    """Remove the images this failed run built that carry no tag (new ones; a fully cached
+    image is the tagged one and stays)."""
+    try:
+        for image in reversed(built):
+            _remove_if_untagged(client, image.image_id)
+            for _, extra_id in image.extra_tags:
+                _remove_if_untagged(client, extra_id)
+    except LayerkitError as exc:  # the original failure is what the user needs to see
+        logger.debug("could not remove an image of the failed build: %s", exc.message)
+
+
+def _remove_if_untagged(client: DockerClient, image_id: str) -> None:
+    info = find_image(client, image_id)
+    if info is not None and not info.tags:
+        logger.debug("removing untagged image %s made by the failed build", image_id[:19])
+        remove_image(client, image_id)
 
 
 def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,
                       tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> BuiltImage:
     """`layerkit squash --from parent`, reproducibly: a cached rebuild squashes to the same ID,
-    so the images built on this one keep their cache too."""
+    so the images built on this one keep their cache too. The squash tags its result itself."""
     from layerkit.squash.squash import SquashOptions  # only a --squash build loads squash
     from layerkit.squash.squash import squash as squash_image
 
     options = SquashOptions(tag=image.ref, base=parent, reproducible=True)
     try:
-        result = squash_image(client, image.ref, options, os.environ)
+        result = squash_image(client, image.image_id, options, os.environ)
     except NothingToSquash:
         return image
     if tag_latest:
@@ -159,22 +233,35 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
 def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, version: str,
               no_cache: bool = False, tag_latest: bool = True,
               parent_layers: tuple[list[str], int] | None = None,
+              build_args: Mapping[str, str] | None = None,
               on_event: OnEvent = lambda _: None) -> BuiltImage:
+    """Build one image, untagged; `tag_latest` tags it as `ref` and `:latest` once it is
+    built. A failed or interrupted build removes the images its new steps committed."""
     ref = image_ref(spec.name, version)
     started = time.monotonic()
-    state = _StreamState()
+    state = StreamState()
     on_event(BuildEvent(spec.name, "start", text=ref))
     try:
         for chunk in build_image(client, context_tar(generated), what=f"building {ref}",
-                                 tag=ref, no_cache=no_cache):
-            _consume(spec.name, chunk, state, on_event)
+                                 no_cache=no_cache, build_args=dict(build_args or {})):
+            consume(spec.name, chunk, state, on_event)
+        if not state.image_id:
+            raise BuildError(spec.name, "the engine reported no image",
+                             step=state.instruction or None, log_tail=tuple(state.tail))
     except KeyboardInterrupt:
-        cancel_build(client, state.containers)
+        _discard(cancel_build(client, state.containers), state)
         raise
-    if not state.image_id:
-        raise BuildError(spec.name, "the engine reported no image", step=state.instruction,
-                         log_tail=tuple(state.tail))
+    except LayerkitError:
+        _discard(client, state)
+        raise
+    # a stage's result is tagged `<ref>-<stage>`, so that it is no dangling image and its
+    # steps stay cached for the next build
+    stages = tuple((f"{ref}-{stage.name}", short)
+                   for stage, short in zip(spec.stages, state.stages, strict=False) if short)
     if tag_latest:
+        for stage_ref, stage_id in stages:
+            tag_image(client, stage_id, stage_ref)
+        tag_image(client, state.image_id, ref)
         tag_image(client, state.image_id, f"layerkit/{spec.name}:latest")
     image = image_info(client, state.image_id)
     shared = 0
@@ -183,41 +270,18 @@ def build_one(client: DockerClient, spec: ImageSpec, generated: Generated, *, ve
     seconds = time.monotonic() - started
     on_event(BuildEvent(spec.name, "done", state.total, state.total, f"{seconds:.1f}s"))
     return BuiltImage(spec.name, ref, state.image_id, image.size, len(image.layers), shared,
-                      seconds, state.total, state.cached)
+                      seconds, state.total, state.cached, stages)
 
 
-def _consume(name: str, chunk: BuildChunk, state: _StreamState, on_event: OnEvent) -> None:
-    if chunk.error:
-        message = chunk.error.strip().splitlines()
-        raise BuildError(name, message[-1] if message else "unknown error",
-                         step=state.instruction or None, log_tail=tuple(state.tail))
-    if chunk.image_id:
-        state.image_id = chunk.image_id
-    for line in chunk.text.splitlines():
-        line = line.rstrip()
-        if not line:
-            continue
-        step = _parse_step(line)
-        if step:
-            state.step, state.total, state.instruction = step
-            state.tail.clear()
-            on_event(BuildEvent(name, "step", state.step, state.total, state.instruction))
-        elif line.strip() == "---> Using cache":
-            state.cached += 1
-        else:
-            running = line.strip().removeprefix("---> Running in ")
-            if running != line.strip():
-                state.containers.add(running)
-            state.tail = [*state.tail[-(LOG_TAIL - 1):], line]
-            on_event(BuildEvent(name, "log", state.step, state.total, line))
-
-
-def _parse_step(line: str) -> tuple[int, int, str] | None:
-    """'Step 3/9 : RUN apt-get ...' -> (3, 9, 'RUN apt-get ...')."""
-    if not line.startswith("Step "):
-        return None
-    head, sep, instruction = line.partition(" : ")
-    numbers = head[5:].split("/")
-    if not sep or len(numbers) != 2 or not all(n.isdigit() for n in numbers):
-        return None
-    return int(numbers[0]), int(numbers[1]), instruction.strip()
+def _discard(client: DockerClient | None, state: StreamState) -> None:
+    """Remove the last image the failed build committed and the stages it completed (and
+    with them, the untagged chains of new steps below them), so nothing dangles."""
+    leaves = [*state.stages, *state.committed[-1:]]
+    if not leaves:
+        return
+    try:
+        client = client or connect(timeout=10)
+        for short in leaves:
+            _remove_if_untagged(client, short)
+    except LayerkitError as exc:
+        logger.debug("could not remove the failed build's images: %s", exc.message)

@@ -12,14 +12,18 @@ from typing import Annotated
 import typer
 
 from layerkit import __version__
-from layerkit.cli.common import app, configure_logging, out
+from layerkit.cli.common import EXAMPLES, app, configure_logging, examples, out
 
 # each command module adds its commands to `app` when imported, and --help lists them in this order
 # isort: split
-from layerkit.cli import doctor, build, analyze, squash, cluster  # noqa: I001
+from layerkit.cli import doctor, build, analyze, diff, squash, cluster  # noqa: I001
 
 __all__ = ["COMMAND_MODULES", "app", "main"]
-COMMAND_MODULES = (doctor, build, analyze, squash, cluster)
+COMMAND_MODULES = (doctor, build, analyze, diff, squash, cluster)
+
+for _command in app.registered_commands:  # every --help ends with examples
+    if _command.epilog is None and _command.name in EXAMPLES:
+        _command.epilog = examples(*EXAMPLES[_command.name])
 
 
 def _version(value: bool) -> None:

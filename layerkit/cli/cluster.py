@@ -32,6 +32,16 @@ def up_cmd(
     forget_after: Annotated[int, typer.Option(
         "--forget-after", help="Seconds until a crashed or removed member is no longer listed "
         "(Serf reaps every 15 s; `scale` keeps this).")] = 120,
+    memory: Annotated[str, typer.Option(
+        "--memory", help="Memory limit of each container, like 256m (kept for `scale`).")]
+    = "256m",
+    pids: Annotated[int, typer.Option(
+        "--pids", help="Processes and threads per container (kept for `scale`).")] = 256,
+    log_size: Annotated[str, typer.Option(
+        "--log-size", help="Docker's log of each container is rotated at this size.")]
+    = "10m",
+    log_files: Annotated[int, typer.Option(
+        "--log-files", help="Rotated log files kept per container.")] = 3,
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
@@ -52,6 +62,7 @@ def up_cmd(
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
+    cluster.validate_wait(wait)
     if swarm_mode:
         _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
                   registry=registry, forget_after=forget_after, wait=wait, output=output)
@@ -59,7 +70,8 @@ def up_cmd(
     if lb is not None or vip is not None or registry is not None:
         raise UsageError("--lb, --vip and --registry need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
-                                  forget_after=forget_after)
+                                  forget_after=forget_after, memory=memory, pids=pids,
+                                  log_size=log_size, log_files=log_files)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)
@@ -88,6 +100,7 @@ def scale_cmd(
 
     cluster.validate_name(name)
     cluster.validate_scale(n)
+    cluster.validate_wait(wait)
     client = connect(os.environ)
     if swarm.find_services(client, name):
         done = swarm.scale(client, name, n, wait=wait)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -13,23 +14,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
-from layerkit.errors import BuildError, LayerkitError
+from layerkit.errors import BuildError, LayerkitError, NotFound, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "PACKAGE_DIR", "OutputFormat", "Printer", "State", "app", "configure_logging", "err", "explain",
-    "fails_cleanly", "out",
+    "EXAMPLES",
+    "PACKAGE_DIR",
+    "OutputFormat",
+    "Printer",
+    "State",
+    "app",
+    "check_archive_path",
+    "check_image_ref",
+    "configure_logging",
+    "err",
+    "examples",
+    "explain",
+    "fails_cleanly",
+    "out",
 ]
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_GLOBAL_FLAGS = ("--verbose", "-v")
+
+
+class _Group(TyperGroup):
+    """The root command group: `--verbose` is global but also accepted after the subcommand
+    (`layerkit build --verbose`), as people type it; it is moved in front before parsing."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS]
+        return super().parse_args(ctx, [*flags, *rest, *args[end:]])
+
+
 app = typer.Typer(
     name="layerkit",
+    cls=_Group,
     help="Build small, well-layered container images and run them as a self-organising cluster.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
@@ -126,6 +155,62 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+# what a compressed `docker save` starts with, and how to undo it
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip it (or: gzip -dc FILE > image.tar)"),
+               (b"\x28\xb5\x2f\xfd", "zstd", "unzstd it (or: zstd -dc FILE > image.tar)"),
+               (b"BZh", "bzip2", "bunzip2 it"), (b"\xfd7zXZ\x00", "xz", "unxz it"))
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
+
+
+def check_image_ref(value: str, option: str) -> str:
+    """A name[:tag] the engine will accept as a tag, checked before any work is done."""
+    if not _REFERENCE.fullmatch(value) or len(value) > 255:
+        raise UsageError(f"{option} {value!r}: not a valid image name[:tag]",
+                         hint="lower-case name parts of letters, digits, '.', '_' or '-', "
+                              "e.g. myapp:1-squashed")
+    return value
+
+
+def check_archive_path(path: Path) -> None:
+    """An --archive that cannot be a `docker save` tar is refused with what to do instead:
+    a directory, a missing file, a compressed save."""
+    if path.is_dir():
+        raise UsageError(f"--archive {path}: is a directory, not a saved image",
+                         hint="name the tar that `docker save -o FILE IMAGE` wrote")
+    if not path.is_file():
+        raise NotFound(f"no archive at {path}",
+                       hint="make one with `docker save -o FILE IMAGE`")
+    with path.open("rb") as f:
+        head = f.read(8)
+    for magic, kind, fix in _COMPRESSED:
+        if head.startswith(magic):
+            raise UsageError(f"--archive {path}: is {kind}-compressed, not a tar",
+                             hint=f"{fix}, then pass the .tar")
+
+
+def examples(*lines: str) -> str:
+    """A --help epilog of example command lines, kept as written (not re-wrapped)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# examples for the commands whose modules do not give their own (applied by cli/app.py)
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "squash": ("layerkit squash myapp:1 -t myapp:1-squashed --from layerkit/base:latest",
+               "layerkit squash myapp:1 -t myapp:1 --last 3",
+               "layerkit squash --archive app.tar --all --archive-out flat.tar -t app:flat "
+               "--no-load"),
+    "up": ("layerkit up --scale 3", "layerkit up --scale 5 --name staging --bind 127.0.0.1"),
+    "scale": ("layerkit scale 8", "layerkit scale 2 --name staging"),
+    "status": ("layerkit status", "layerkit status --name staging --format json"),
+    "down": ("layerkit down", "layerkit down --name staging"),
+    "logs": ("layerkit logs", "layerkit logs --name staging --role lb --since 10m --follow"),
+}
 
 
 def explain(ctx: typer.Context, param: str, value: object) -> None:

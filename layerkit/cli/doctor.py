@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.common import OutputFormat, app, err, examples, fails_cleanly, out
 
 
-@app.command("doctor")
+@app.command("doctor", epilog=examples(
+    "layerkit doctor", "sudo layerkit doctor --fix    # install docker.io, start dockerd",
+    "DOCKER_HOST=tcp://127.0.0.1:2375 layerkit doctor --format json"))
 @fails_cleanly
 def doctor_cmd(
     *,

@@ -1,10 +1,12 @@
-"""The `layerkit` console script: for `layerkit analyze IMAGE ...` on a unix-socket engine, the
-save of the first image is asked for before the command line library is even imported.
+"""The `layerkit` console script: for `layerkit analyze --source save IMAGE ...` on a
+unix-socket engine, the save of the first image is asked for before the command line library is
+even imported. (Without `--source save` analyze may read the engine's layer directories
+instead, and an early save would only make the engine export the image for nothing.)
 
 An engine of Docker 20-24 writes the whole image to a temporary directory before the first
 byte of a save, seconds for a large image; importing typer and building the command from its
-declarations takes about 0.15 s that can run meanwhile. Typer still parses the command line as
-always: `cli` takes the early request only if it parsed the same image as the first one (see
+declarations, a good part of the start-up, can run meanwhile. Typer still parses the command
+line as always: `cli` takes the early request only if it parsed the same image as the first one (see
 `take`), and otherwise the early request is closed unread.
 
 `ANALYZE_VALUE_OPTIONS` must name exactly the options of `analyze` that take a value, so that
@@ -26,18 +28,20 @@ __all__ = ["ANALYZE_VALUE_OPTIONS", "early_images", "exit_status", "main", "quic
 
 ANALYZE_VALUE_OPTIONS = frozenset({
     "--archive", "--format", "--out", "--dockerfile", "--top", "--min-efficiency",
-    "--max-reclaimable", "--max-junk", "--dive-ci"})
+    "--max-reclaimable", "--max-junk", "--dive-ci", "--source"})
 _NO_EARLY = frozenset({"--archive", "--help", "-h"})
 
 _early: dict[str, Request] = {}
 
 
 def early_images(argv: Sequence[str]) -> list[str]:
-    """The images `layerkit <argv>` would analyse, when that is certain from the words alone;
-    [] for any other command, for --archive and --help, and for anything unusual."""
+    """The images `layerkit <argv>` would analyse from their saves, when that is certain from
+    the words alone; [] for any other command, without `--source save`, for --archive and
+    --help, and for anything unusual."""
     if not argv or argv[0] != "analyze":
         return []
     images: list[str] = []
+    source = ""
     words = iter(argv[1:])
     for word in words:
         if word == "--":
@@ -47,19 +51,24 @@ def early_images(argv: Sequence[str]) -> list[str]:
         if name in _NO_EARLY:
             return []
         if word.startswith("-"):
-            if name in ANALYZE_VALUE_OPTIONS and "=" not in word and next(words, None) is None:
-                return []
+            value = word.split("=", 1)[1] if "=" in word else None
+            if name in ANALYZE_VALUE_OPTIONS and value is None:
+                value = next(words, None)
+                if value is None:
+                    return []
+            if name == "--source":
+                source = value or ""
             if name not in ANALYZE_VALUE_OPTIONS and name != "--no-report":
                 return []  # an option this table does not know: let typer say what it is
             continue
         images.append(word)
-    return images
+    return images if source == "save" else []
 
 
 def start(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     """Ask the engine for the first image's save, if `argv` is such an analyze. Nothing but
     the C socket module is imported before the request is sent (not even typing or the socket
-    module, see `unixhttp`): about 15 ms after the interpreter starts; a failure here is left
+    module, see `unixhttp`): right after the interpreter starts; a failure here is left
     for the command to meet and report."""
     images = early_images(argv)
     if not images:
@@ -114,8 +123,9 @@ def exit_status(code: object) -> int:
 
 def quick_exit(code: int) -> None:
     """End an analyze without tearing the interpreter down: freeing every record of the image
-    one by one takes 15-20 ms, the analysis is done, its reports are written and closed, and
-    it leaves no temporary files or child processes. Standard streams are flushed first."""
+    one by one takes milliseconds for nothing: the analysis is done, its reports are written
+    and closed, and it leaves no temporary files or child processes. Standard streams are
+    flushed first."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.analyze import LayerSource
+from layerkit.cli.common import (
+    OutputFormat,
+    app,
+    check_archive_path,
+    check_image_ref,
+    err,
+    fails_cleanly,
+    out,
+)
 
 
 @app.command("squash")
@@ -48,8 +57,16 @@ def squash_cmd(
         "temporary disk is then the new layer only.")] = False,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
+    source: Annotated[LayerSource, typer.Option(
+        "--source", help="Where layers are read: the engine's overlay2 directories (storage, "
+        "local engines), its docker save stream (save), or storage where it can (auto).")] =
+    LayerSource.auto,
 ) -> None:
     """Merge a range of an image's layers into one, verify it, load it and tag it."""
+    if tag is not None:
+        check_image_ref(tag, "--tag")
+    if archive is not None:
+        check_archive_path(archive)
     from layerkit.engine.client import connect
     from layerkit.squash import render as report_squash
     from layerkit.squash import squash
@@ -57,7 +74,7 @@ def squash_cmd(
     opts = squash.SquashOptions(
         tag=tag, base=base, last=last, all_layers=all_layers, archive=archive,
         archive_out=archive_out, load=not no_load, reproducible=reproducible,
-        verify=not no_verify, low_disk=low_disk)
+        verify=not no_verify, low_disk=low_disk, source=source.value)
     needs_engine = archive is None or (tag is not None and not no_load)
     client = connect(os.environ) if needs_engine else None
 

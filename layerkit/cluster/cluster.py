@@ -1,18 +1,16 @@
 """The dynamic cluster: one HAProxy and N web apps that find each other through Serf.
 
-Everything goes through engine.py. Every container and network carries the labels
-`org.layerkit.project=<name>` and `org.layerkit.role=<lb|web|network>`; `down` removes by label.
-Each cluster gets its own gossip key and stats password at `up`; both are copied into the
-containers before they start (never in an image, an environment variable or the output).
+Every container and network carries the labels `org.layerkit.project=<name>` and
+`org.layerkit.role=<lb|web|network>`; `down` removes by label, a failed or interrupted `up`
+removes exactly what it made. Each cluster gets its own gossip key and stats password at `up`;
+both are copied into the containers before they start (never in an image, an environment
+variable or the output). Options are checked in options.py, containers made in launch.py.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import ipaddress
-import json
-import re
+import errno
+import logging
 import secrets
 import socket
 import time
@@ -20,31 +18,49 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from layerkit import __version__
-from layerkit.agent.serfagent import FORGET_SECONDS, MAX_FORGET_SECONDS
+from layerkit.cluster.launch import (
+    PARALLEL,
+    Made,
+    launch,
+    launch_webs,
+    lb_spec,
+    member_files,
+    read_secret,
+)
+from layerkit.cluster.options import (
+    KEYRING_PATH,
+    MAX_SCALE,
+    PASSWORD_PATH,
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    ClusterOptions,
+    Secrets,
+    labels,
+    network_name,
+    new_secrets,
+    options_from_labels,
+    options_labels,
+    validate_name,
+    validate_options,
+    validate_scale,
+    validate_wait,
+)
 from layerkit.cluster.view import (
-    HTTP_PORT,
-    STATS_PORT,
     ClusterStatus,
     Endpoints,
     container_row,
     endpoints_of,
     lb_view,
     serving_addresses,
-    wait_members,
 )
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
-    ContainerSpec,
-    create_container,
     create_network,
-    exec_in,
     get_file,
     labelled_containers,
     labelled_networks,
     labelled_volumes,
-    put_files,
     remove_container,
     remove_network,
     remove_volume,
@@ -52,31 +68,16 @@ from layerkit.engine.containers import (
     stop_container,
 )
 from layerkit.engine.images import find_image
-from layerkit.errors import ClusterError, EngineError, NotFound, UsageError
+from layerkit.errors import ClusterError, NotFound, UsageError
 
-PROJECT_LABEL = "org.layerkit.project"
-ROLE_LABEL = "org.layerkit.role"
-# on the network, for `scale` and restores: what `up` was told
-BIND_LABEL, PORT_LABEL = "org.layerkit.bind", "org.layerkit.port"
-FORGET_LABEL = "org.layerkit.serf-forget"
-KEYRING_PATH = "/etc/layerkit/serf-keyring.json"
-PASSWORD_PATH = "/etc/layerkit/stats-password"  # noqa: S105 - a path, not a password
-MAX_SCALE = 64
-PARALLEL = 4  # engine calls at once: enough to overlap, few enough for two cores
-HANDLER = ["python3", "-m", "layerkit.agent.handler"]
-HOLD_SECONDS = 20
-_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
+__all__ = [  # the cluster's interface; the option names come from options.py
+    "KEYRING_PATH", "MAX_SCALE", "PASSWORD_PATH", "PROJECT_LABEL", "ROLE_LABEL", "ClusterOptions",
+    "DownResult", "ScaleResult", "UpResult", "down", "endpoints", "labels", "lb_view",
+    "network_name", "new_secrets", "saved_options", "scale", "stats_password", "status", "up",
+    "validate_name", "validate_options", "validate_scale", "validate_wait", "wait_ready",
+]
 
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    name: str = "demo"
-    bind: str = "127.0.0.1"
-    port: int = 8080  # 0: the engine picks a free one
-    stats_port: int = 0
-    lb_image: str = f"layerkit/haproxy:{__version__}"
-    web_image: str = f"layerkit/webapp:{__version__}"
-    forget_after: int = FORGET_SECONDS  # until Serf forgets a failed or left member (+ <= 15 s)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,117 +108,6 @@ class DownResult:
     volumes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Secrets:
-    keyring: bytes
-    password: str | None
-
-
-def validate_options(opts: ClusterOptions) -> None:
-    validate_name(opts.name)
-    try:
-        ipaddress.ip_address(opts.bind)
-    except ValueError:
-        raise UsageError(f"--bind {opts.bind!r} is not an IP address") from None
-    for flag, port in (("--port", opts.port), ("--stats-port", opts.stats_port)):
-        if not 0 <= port <= 65535:
-            raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
-    if not 0 < opts.forget_after <= MAX_FORGET_SECONDS:
-        raise UsageError(f"--forget-after {opts.forget_after} must be 1 to "
-                         f"{MAX_FORGET_SECONDS} seconds")
-
-
-def validate_name(name: str) -> None:
-    if not _NAME_RE.fullmatch(name):
-        raise UsageError(f"cluster name {name!r} must be 1-24 of a-z, 0-9, '-', "
-                         "starting with a letter")
-
-
-def validate_scale(n: int) -> None:
-    if not 0 <= n <= MAX_SCALE:
-        raise UsageError(f"scale {n} is out of range 0..{MAX_SCALE}")
-
-
-def labels(name: str, role: str) -> dict[str, str]:
-    return {PROJECT_LABEL: name, ROLE_LABEL: role}
-
-
-def network_name(name: str) -> str:
-    return f"layerkit-{name}"
-
-
-def new_secrets() -> Secrets:
-    key = base64.b64encode(secrets.token_bytes(32)).decode()
-    return Secrets(json.dumps([key]).encode(), secrets.token_urlsafe(18))
-
-
-# --- containers ------------------------------------------------------------------------------
-
-def _web_spec(opts: ClusterOptions) -> ContainerSpec:
-    suffix = secrets.token_hex(3)
-    return ContainerSpec(
-        image=opts.web_image, name=f"layerkit-{opts.name}-web-{suffix}",
-        hostname=f"{opts.name}-web-{suffix}", network=network_name(opts.name),
-        aliases=("web",), labels=labels(opts.name, "web"), ports={},
-        env={"LAYERKIT_JOIN": "lb", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
-             "LAYERKIT_SERF_FORGET": str(opts.forget_after)})
-
-
-def _lb_spec(opts: ClusterOptions) -> ContainerSpec:
-    return ContainerSpec(
-        image=opts.lb_image, name=f"layerkit-{opts.name}-lb", hostname=f"{opts.name}-lb",
-        network=network_name(opts.name), aliases=("lb",), labels=labels(opts.name, "lb"),
-        env={"LAYERKIT_JOIN": "web", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
-             "LAYERKIT_SERF_FORGET": str(opts.forget_after)},
-        # the stats page is for this host only, whatever --bind says
-        ports={HTTP_PORT: (opts.bind, opts.port or None),
-               STATS_PORT: ("127.0.0.1", opts.stats_port or None)})
-
-
-def _prepare(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
-             ) -> ContainerInfo:
-    """Create and hand in the secrets: the key is in place before Serf first runs."""
-    container = create_container(client, spec)
-    put_files(client, container.id, files)
-    return container
-
-
-def _launch(client: DockerClient, spec: ContainerSpec, files: dict[str, tuple[bytes, int]]
-            ) -> ContainerInfo:
-    container = _prepare(client, spec, files)
-    start_container(client, container.id)
-    return container
-
-
-def _launch_webs(client: DockerClient, opts: ClusterOptions, keyring: bytes, count: int, *,
-                 lb: ContainerInfo | None = None, expected: int = 0) -> list[str]:
-    """All created first, then all started, with the load balancer's reloads held until
-    `expected` web members are alive: a batch costs one reload, not one per join."""
-    files = {KEYRING_PATH: (keyring, 0o600)}
-    batch = lb is not None and count > 1
-    if batch:
-        _tell_handler(client, lb, "--hold", str(HOLD_SECONDS))
-    try:
-        with ThreadPoolExecutor(PARALLEL) as pool:
-            created = list(pool.map(lambda _: _prepare(client, _web_spec(opts), files),
-                                    range(count)))
-            list(pool.map(lambda c: start_container(client, c.id), created))
-        if batch:
-            wait_members(client, lb, expected, timeout=HOLD_SECONDS)
-    finally:
-        if batch:
-            _tell_handler(client, lb, "--release")
-    return [c.name for c in created]
-
-
-def _tell_handler(client: DockerClient, lb: ContainerInfo | None, *args: str) -> None:
-    """Best effort: a load balancer that is restarting just reloads once per change."""
-    if lb is None:
-        return
-    with contextlib.suppress(EngineError):
-        exec_in(client, lb.id, [*HANDLER, *args])
 
 
 def _containers(client: DockerClient, name: str, role: str | None = None
@@ -232,17 +122,37 @@ def _require_images(client: DockerClient, opts: ClusterOptions) -> None:
             raise NotFound(f"image {ref} is not in the engine", hint="run `layerkit build`")
 
 
-def _require_free_port(bind: str, port: int) -> None:
-    """Fail early with a hint instead of a half-created cluster and an engine message."""
-    if port == 0:
-        return
+def _require_free_port(bind: str, port: int, flag: str = "--port") -> None:
+    """Fail early with the real reason instead of a half-created cluster and an engine
+    message: an address this host does not have is not a port in use."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((bind, port))
-        except OSError:
-            raise UsageError(f"{bind}:{port} is already in use",
-                             hint="choose another with --port (0 = any free port)") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"--bind {bind} is not an address of this host",
+                                 hint="give one of its addresses (127.0.0.1: this host only)"
+                                 ) from None
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"{bind}:{port} is already in use",
+                                 hint=f"choose another with {flag} (0 = any free port)") from None
+            raise UsageError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
+
+
+def _refuse_existing(client: DockerClient, name: str) -> None:
+    if _containers(client, name):
+        raise UsageError(f"cluster {name!r} already exists",
+                         hint=f"`layerkit scale N --name {name}` or `layerkit down --name {name}`")
+    _refuse_leftover_network(client, name)
+
+
+def _refuse_leftover_network(client: DockerClient, name: str) -> None:
+    """Only the network left (a `down` or an `up` was cut short): `up` and `scale` say the
+    same thing about it."""
+    if labelled_networks(client, {PROJECT_LABEL: name}):
+        raise UsageError(f"cluster {name!r} has only its network left",
+                         hint=f"`layerkit down --name {name}` removes it; then `layerkit up`")
 
 
 # --- up / scale / down -------------------------------------------------------------------------
@@ -252,35 +162,29 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     """A network, the load balancer and `scale` web apps; waits until they all serve."""
     validate_options(opts)
     validate_scale(scale)
+    validate_wait(wait)
     started = time.monotonic()
-    if _containers(client, opts.name) or labelled_networks(client, {PROJECT_LABEL: opts.name}):
-        raise UsageError(f"cluster {opts.name!r} already exists",
-                         hint=f"`layerkit scale N --name {opts.name}` or "
-                              f"`layerkit down --name {opts.name}`")
+    _refuse_existing(client, opts.name)
     _require_images(client, opts)
     _require_free_port(opts.bind, opts.port)
-    made = new_secrets()
+    if opts.stats_port:
+        _require_free_port("127.0.0.1", opts.stats_port, "--stats-port")
+    secret = new_secrets()
+    made = Made()
     try:
-        create_network(client, network_name(opts.name), {
-            **labels(opts.name, "network"), BIND_LABEL: opts.bind, PORT_LABEL: str(opts.port),
-            FORGET_LABEL: str(opts.forget_after)})
+        network = create_network(client, network_name(opts.name), {
+            **labels(opts.name, "network"), **options_labels(opts)})
+        made.networks.append(network.id)
         on_progress("load balancer")
-        lb = _launch(client, _lb_spec(opts), _lb_files(made))
+        lb = launch(client, lb_spec(opts), member_files(secret), made)
         on_progress(f"{scale} web apps")
-        _launch_webs(client, opts, made.keyring, scale, lb=lb, expected=scale)
+        launch_webs(client, opts, member_files(secret), scale, lb=lb, expected=scale, made=made)
     except BaseException:
-        down(client, opts.name)  # no half cluster left behind
+        made.undo(client)  # no half cluster left behind, and nothing that was not ours
         raise
     ready = wait_ready(client, opts.name, scale, timeout=wait) if wait > 0 else False
     return UpResult(opts.name, endpoints(client, opts.name), scale, ready,
                     time.monotonic() - started)
-
-
-def _lb_files(made: Secrets) -> dict[str, tuple[bytes, int]]:
-    files = {KEYRING_PATH: (made.keyring, 0o600)}
-    if made.password:
-        files[PASSWORD_PATH] = (made.password.encode() + b"\n", 0o600)
-    return files
 
 
 def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
@@ -288,13 +192,15 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     """Exactly `n` running web apps: idempotent; replaces what was removed or stopped."""
     validate_name(name)
     validate_scale(n)
-    opts = opts or _saved_options(client, name)
+    validate_wait(wait)
+    opts = opts or saved_options(client, name)
     started = time.monotonic()
     every = _containers(client, name)
     if not every:
+        _refuse_leftover_network(client, name)
         raise NotFound(f"no cluster named {name!r}", hint=f"`layerkit up --name {name}`")
-    keyring = _keyring(client, every)
-    _restore_lb(client, name, every, keyring)
+    secret = _secrets(client, every)
+    _restore_lb(client, name, every, secret)
     webs = [c for c in every if c.labels.get(ROLE_LABEL) == "web"]
     dead = [c for c in webs if not c.running]
     alive = sorted((c for c in webs if c.running), key=lambda c: c.created)
@@ -303,50 +209,44 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
         # a stop is a graceful Serf leave: HAProxy drops the backend before it goes away
         list(pool.map(lambda c: stop_container(client, c.id), extra))
         list(pool.map(lambda c: remove_container(client, c.id), dead + extra))
-    started_names = _launch_webs(client, opts, keyring, max(0, n - len(alive)),
-                                 lb=_lb(client, name), expected=n)
+    started_names = launch_webs(client, opts, member_files(secret), max(0, n - len(alive)),
+                                lb=_lb(client, name), expected=n)
     ready = wait_ready(client, name, n, timeout=wait) if wait > 0 else False
     return ScaleResult(name, len(alive), n, tuple(started_names),
                        tuple(c.name for c in dead + extra), ready,
                        time.monotonic() - started)
 
 
-def _keyring(client: DockerClient, containers: list[ContainerInfo]) -> bytes:
-    """The cluster's key, read back from a member (the load balancer first)."""
-    ordered = sorted(containers, key=lambda c: c.labels.get(ROLE_LABEL) != "lb")
-    for container in ordered:
-        try:
-            return get_file(client, container.id, KEYRING_PATH)
-        except NotFound:
-            continue
-    raise ClusterError("no container of the cluster holds its gossip key",
-                       hint="`layerkit down` and `layerkit up` again")
+def _secrets(client: DockerClient, containers: list[ContainerInfo]) -> Secrets:
+    """The cluster's key and stats password, read back from its members."""
+    keyring = read_secret(client, containers, KEYRING_PATH)
+    if keyring is None:
+        raise ClusterError("no container of the cluster holds its gossip key",
+                           hint="`layerkit down` and `layerkit up` again")
+    password = read_secret(client, containers, PASSWORD_PATH)
+    return Secrets(keyring, password.decode().strip() if password else None)
 
 
-def _restore_lb(client: DockerClient, name: str, every: list[ContainerInfo], keyring: bytes
+def _restore_lb(client: DockerClient, name: str, every: list[ContainerInfo], secret: Secrets
                 ) -> None:
     """Start a stopped load balancer; recreate one removed behind our back, published where
-    `up` published it (kept in the network's labels)."""
+    `up` published it and with the same stats password (kept by every member)."""
     lbs = [c for c in every if c.labels.get(ROLE_LABEL) == "lb"]
     if lbs:
         if not lbs[0].running:
             start_container(client, lbs[0].id)
         return
-    opts = _saved_options(client, name)
-    _launch(client, _lb_spec(opts), _lb_files(Secrets(keyring, secrets.token_urlsafe(18))))
+    if secret.password is None:
+        logger.warning("no member of cluster %s holds the stats password: the recreated load "
+                       "balancer has a new one (`layerkit status --stats-password`)", name)
+        secret = Secrets(secret.keyring, secrets.token_urlsafe(18))
+    launch(client, lb_spec(saved_options(client, name)), member_files(secret))
 
 
-def _saved_options(client: DockerClient, name: str) -> ClusterOptions:
+def saved_options(client: DockerClient, name: str) -> ClusterOptions:
     """The options `up` kept in the network's labels; defaults for any it did not keep."""
     nets = labelled_networks(client, labels(name, "network"))
-    where = nets[0].labels if nets else {}
-    port = str(where.get(PORT_LABEL, ""))
-    forget = str(where.get(FORGET_LABEL, ""))
-    seconds = int(forget) if forget.isascii() and forget.isdigit() else 0
-    return ClusterOptions(name=name, bind=str(where.get(BIND_LABEL) or "127.0.0.1"),
-                          port=int(port) if port.isdigit() else 0,
-                          forget_after=seconds if 0 < seconds <= MAX_FORGET_SECONDS
-                          else ClusterOptions.forget_after)
+    return options_from_labels(name, nets[0].labels if nets else {})
 
 
 def down(client: DockerClient, name: str) -> DownResult:
@@ -364,10 +264,6 @@ def down(client: DockerClient, name: str) -> DownResult:
         remove_volume(client, volume.name)
     return DownResult(name, tuple(c.name for c in containers),
                       tuple(n.name for n in networks), tuple(v.name for v in volumes))
-
-
-
-
 
 
 # --- readiness, endpoints, status -------------------------------------------------------------

@@ -18,7 +18,9 @@ def cluster_status_table(status: ClusterStatus) -> str:
                        headers=("serf member", "address", "status", "role"))
     servers = tabulate([(s.name, s.address, s.status, s.check, s.sessions)
                         for s in status.servers],
-                       headers=("haproxy backend", "address", "status", "check", "sessions"))
+                       # HAProxy's stot: connections the server took in total (one per request
+                       # here), not the clients' sessions that the session cookie keeps
+                       headers=("haproxy backend", "address", "status", "check", "connections"))
     if not status.haproxy:
         servers += "\n(HAProxy did not answer: is the load balancer running?)"
     return "\n\n".join([*head, containers, members, servers])

@@ -18,6 +18,7 @@ from typing import Any
 
 from docker import DockerClient
 from docker.models.containers import Container
+from docker.types import LogConfig
 
 from layerkit.engine.client import engine_errors, gone_ok
 from layerkit.errors import EngineError, NotFound
@@ -46,6 +47,10 @@ class ContainerSpec:
     env: Mapping[str, str]
     ports: Mapping[str, tuple[str, int | None]]  # "80/tcp" -> (host ip, host port or None)
     restart: str = "unless-stopped"
+    memory: str | None = None    # "256m": memory limit, and no swap beyond it
+    pids: int | None = None      # processes and threads
+    log_size: str | None = None  # json-file log rotated at this size...
+    log_files: int = 3           # ...keeping this many files
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,12 @@ def create_container(client: DockerClient, spec: ContainerSpec) -> ContainerInfo
     # (ip,) alone lets the engine pick a free host port
     bindings: dict[int | str, Any] = {port: (ip,) if host_port is None else (ip, host_port)
                                       for port, (ip, host_port) in spec.ports.items()}
-    host_config = api.create_host_config(port_bindings=bindings,
-                                         restart_policy={"Name": spec.restart})
+    log = (LogConfig(type="json-file", config={"max-size": spec.log_size,
+                                               "max-file": str(spec.log_files)})
+           if spec.log_size else None)
+    host_config = api.create_host_config(
+        port_bindings=bindings, restart_policy={"Name": spec.restart}, mem_limit=spec.memory,
+        memswap_limit=spec.memory, pids_limit=spec.pids, log_config=log)
     # the stubs type this argument as a single EndpointConfig; the API takes a map by network
     networking = api.create_networking_config(
         {spec.network: api.create_endpoint_config(aliases=list(spec.aliases))})  # type: ignore[arg-type]

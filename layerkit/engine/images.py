@@ -41,6 +41,7 @@ class BuildChunk:
     text: str = ""
     image_id: str = ""
     error: str = ""
+    code: int | None = None  # a failed RUN's exit code
 
 
 def image_info_of(attrs: dict[str, Any]) -> ImageInfo:
@@ -93,7 +94,9 @@ def parse_build_chunk(chunk: dict[str, Any]) -> BuildChunk:
     """One decoded JSON object of the build stream as a BuildChunk."""
     if "error" in chunk:
         detail = chunk.get("errorDetail") or {}
-        return BuildChunk(error=str(detail.get("message") or chunk["error"]))
+        code = detail.get("code")
+        return BuildChunk(error=str(detail.get("message") or chunk["error"]),
+                          code=code if isinstance(code, int) and code else None)
     aux = chunk.get("aux")
     if isinstance(aux, dict) and aux.get("ID"):
         return BuildChunk(image_id=str(aux["ID"]))
@@ -114,13 +117,15 @@ def build_image(client: DockerClient, context: IO[bytes], *, what: str, tag: str
             yield parse_build_chunk(chunk)
 
 
-def cancel_build(client: DockerClient, containers: set[str], *, seconds: float = 15) -> None:
+def cancel_build(client: DockerClient, containers: set[str], *,
+                 seconds: float = 15) -> DockerClient | None:
     """After Ctrl-C: close the client's connections, which makes the engine cancel the build,
     then remove the step containers it named (short IDs) that are still there a moment later.
-    Only those: other builds and containers on the same engine are not ours to touch."""
+    Only those: other builds and containers on the same engine are not ours to touch.
+    Returns a new client for what the caller cleans up next (None if none was needed)."""
     client.close()
     if not containers:
-        return
+        return None
     fresh = connect(timeout=10)  # bounded: a busy engine must not keep Ctrl-C waiting long
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -128,11 +133,12 @@ def cancel_build(client: DockerClient, containers: set[str], *, seconds: float =
             leftovers = [c["Id"] for c in fresh.api.containers(all=True, quiet=True)
                          if any(c["Id"].startswith(short) for short in containers)]
         if not leftovers:
-            return
+            return fresh
         for cid in leftovers:
             with contextlib.suppress(LayerkitError), engine_errors("removing a build container"):
                 fresh.api.remove_container(cid, force=True)
         time.sleep(0.5)
+    return fresh
 
 
 def import_rootfs(client: DockerClient, path: str, ref: str, *,

@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-import docker.errors
-import requests.exceptions
-from docker import DockerClient
-
 from layerkit.engine import unixhttp
-from layerkit.engine.client import engine_errors
 from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
 
-__all__ = ["SaveStream", "image_exists", "save_image", "save_unix", "socket_path"]
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+__all__ = ["SaveStream", "image_exists", "info_unix", "inspect_unix", "save_image", "save_unix",
+           "socket_path"]
+
+logger = logging.getLogger(__name__)
 
 socket_path = unixhttp.socket_path
 
@@ -44,11 +47,13 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
     """`docker save ref` from the engine at the unix socket `path`: the request is sent now,
     the reply read as the stream is iterated. By default in the caller's thread: with the
     body received straight into the caller's buffers there is too little Python left in the
-    reading for a thread to overlap (measured: no faster on 430 MB), and the socket's buffer
+    reading for a thread to overlap (it was no faster), and the socket's buffer
     already lets the engine write ahead. `sent`: that request, already sent (see `entry`)."""
     def errors() -> AbstractContextManager[None]:
         return unix_errors(f"saving image {ref}", path)
 
+    logger.debug("saving %s through unix://%s%s", ref, path,
+                 " (asked for at start-up)" if sent is not None else "")
     if sent is None:
         with errors():
             sent = unixhttp.Request(path, unixhttp.image_target(ref, "get", api_version))
@@ -59,15 +64,35 @@ def save_unix(path: str, ref: str, *, api_version: str | None = None,
 
 def image_exists(path: str, ref: str) -> bool:
     """Whether the engine at `path` has `ref` (its inspect document, read and dropped)."""
-    with unix_errors(f"inspecting image {ref}", path):
-        try:
-            for _ in unixhttp.get(path, unixhttp.image_target(ref, "json")):
-                pass
-        except unixhttp.HTTPStatusError as exc:
-            if exc.status == 404:
-                return False
-            raise
+    try:
+        inspect_unix(path, ref)
+    except NotFound:
+        return False
     return True
+
+
+def inspect_unix(path: str, ref: str) -> dict[str, Any]:
+    """`docker image inspect ref` from the engine at the unix socket `path`; NotFound if it
+    has no such image."""
+    with unix_errors(f"inspecting image {ref}", path):
+        return _json(path, unixhttp.image_target(ref, "json"))
+
+
+def info_unix(path: str) -> dict[str, Any]:
+    """`docker info` (storage driver and its status among it) from the engine at `path`."""
+    with unix_errors("reading engine information", path):
+        return _json(path, "/info")
+
+
+def _json(path: str, target: str) -> dict[str, Any]:
+    body = b"".join(unixhttp.get(path, target, wait=None))
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise unixhttp.ProtocolError(f"{target}: the reply is not JSON") from None
+    if not isinstance(document, dict):
+        raise unixhttp.ProtocolError(f"{target}: the reply is not a JSON object")
+    return document
 
 
 @contextlib.contextmanager
@@ -196,18 +221,24 @@ def save_image(client: DockerClient, ref: str, *, chunk_size: int = 1 << 20,
 
     On a unix socket this is `savestream.save_unix` (no SDK on the way: see `unixhttp`).
     """
+    from layerkit.engine.client import engine_errors  # noqa: PLC0415 - the SDK, off unix only
+
     api = client.api
     socket_path = getattr(api.get_adapter(api.base_url), "socket_path", None)
     if isinstance(socket_path, str):
         return save_unix(socket_path, ref, api_version=api.api_version,
                                     chunk_size=chunk_size, read_ahead=read_ahead)
     target = f"/v{api.api_version}/images/{quote(ref, safe='/:')}/get"
+    logger.debug("saving %s through the Docker SDK at %s", ref, api.base_url)
     return SaveStream(_sdk_chunks(client, target, chunk_size), read_ahead,
                       errors=functools.partial(engine_errors, f"saving image {ref}"))
 
 
 def _sdk_chunks(client: DockerClient, target: str, size: int) -> Iterator[bytes]:
     """The same through the SDK's session, for tcp, TLS and ssh engines."""
+    import docker.errors  # noqa: PLC0415 - the SDK, slow to import, only where it is used
+    import requests.exceptions  # noqa: PLC0415
+
     api = client.api
     # connect timeout as configured; no read timeout, as the SDK does for its streams
     with api.get(api.base_url + target, stream=True, timeout=(api.timeout, None)) as response:
@@ -225,9 +256,9 @@ def _piece_reader(raw: Any) -> Callable[[int], bytes]:
     chunks, 16-32 KiB), not `read(size)`, which waits to fill `size`: its last piece waited for
     the connection's end, which an engine of Docker 20-24 sends only after deleting its
     temporary copy of the image, while the reader stops at the tar's end (see
-    unixhttp.PIECE_WAIT). Measured on the 434 MB save: 3.22-3.33 s against 3.40-3.53 s, for
-    +0.13 s of CPU. `read` where read1 can't be had: urllib3 1.x, or a connection whose file
-    has no read1 (paramiko's channel file, for ssh:// engines), under http.client's read1."""
+    unixhttp.PIECE_WAIT), at the cost of more CPU per byte. `read` where read1 can't be had:
+    urllib3 1.x, or a connection whose file has no read1 (paramiko's channel file, for ssh://
+    engines), under http.client's read1."""
     connection_file = getattr(getattr(raw, "_fp", None), "fp", None)
     if hasattr(raw, "read1") and hasattr(connection_file, "read1"):
         return cast(Callable[[int], bytes], raw.read1)

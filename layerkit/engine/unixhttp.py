@@ -2,12 +2,12 @@
 
 Asked in HTTP/1.1 (as requests and the SDK do) the engine sends `docker save` in 32 KiB
 chunks, and through requests and http.client each chunk costs a few Python calls and small
-`recv`s: about 0.65 s of CPU for a 430 MB image, more than parsing the archive itself, CPU
-that the engine writing the stream needs too on a small machine. Asked in HTTP/1.0, the engine
-(Go's net/http) sends the body unframed and closes the connection at its end; here the body is
-then received straight into the buffers handed to the caller, 128 KiB at a time (`PIECE`), so
-the kernel's copy is the only one; a part-filled one is handed on after `PIECE_WAIT`, so that a
-reader that stops at the tar's end need not wait for the connection's.
+`recv`s, more CPU than parsing the archive itself, CPU that the engine writing the stream
+needs too on a small machine (figures: docs/analyze.md, "How it reads images"). Asked in
+HTTP/1.0, the engine (Go's net/http) sends the body unframed and closes the connection at its
+end; here the body is then received straight into the buffers handed to the caller, 128 KiB at
+a time (`PIECE`), so the kernel's copy is the only one; a part-filled one is handed on after
+`PIECE_WAIT`, so that a reader that stops at the tar's end need not wait for the connection's.
 
 Only what that one request needs: no redirects, no keep-alive, bodies ended by the connection's
 end or framed by Content-Length or (should a proxy send it anyway) chunked encoding. Any other
@@ -16,7 +16,7 @@ engine address (tcp, TLS, ssh) takes the Docker SDK's path.
 
 from __future__ import annotations
 
-# The socket module's C core, not `socket`: importing that takes 8.5 ms here (selectors, enum,
+# The socket module's C core, not `socket`: importing that takes milliseconds (selectors, enum,
 # and its constants made IntEnums), and the early request (`entry`) waits for it. The C socket
 # type has all this module calls: connect, sendall, recv_into, setsockopt, settimeout, close.
 import _socket as socket
@@ -31,14 +31,12 @@ LINE_RECV = 512  # framing is read this much at a time; body bytes go straight t
 # The body is handed on in pieces of this size, each filled by one `recv` (MSG_WAITALL). Not
 # larger: while the caller parses a piece, the engine can only write ahead as far as its socket
 # buffer (about 200 KiB), and a piece full of small files takes longer to parse than the engine
-# takes to fill that; it then waits. Measured on a 434 MB save (median of 6, interleaved): the
-# body took 553 ms in 1 MiB pieces, 516 ms in 128 KiB ones, 523 ms in 64 KiB ones (curl: 538).
+# takes to fill that; it then waits (measured sizes: docs/analyze.md).
 PIECE = 128 << 10
 # A part-filled piece is handed on once this long passes with no more bytes (SO_RCVTIMEO
 # under MSG_WAITALL). The tar inside ends with its end-of-archive blocks, and the reader stops
 # there; without this it would wait for the connection's end, which an engine of Docker 20-24
-# sends only after deleting its temporary copy of the image: 0.04-0.29 s after the last byte
-# of a 434 MB save here, as busy as the disk was.
+# sends only after deleting its temporary copy of the image, tenths of a second later.
 # Mid-stream the engine writes every few microseconds, so pieces stay whole unless it stalls
 # for longer than this.
 PIECE_WAIT = 0.005
@@ -59,7 +57,7 @@ def socket_path(environ: Mapping[str, str]) -> str | None:
 
 def image_target(ref: str, what: str, api_version: str | None = None) -> str:
     """`/images/{ref}/{what}`. This module imports nothing but `_socket`, so that `layerkit
-    analyze` can send its request about 15 ms after the interpreter starts (see `entry`); the
+    analyze` can send its request right after the interpreter starts (see `entry`); the
     usual reference needs no quoting, and urllib is imported only for an unusual one."""
     if not set(ref) <= _PLAIN_REF:
         from urllib.parse import quote  # noqa: PLC0415 - rare: see above

@@ -26,6 +26,8 @@ import json
 import logging
 import os
 import stat
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,24 +35,32 @@ from typing import Any
 
 import xxhash
 
-from layerkit.errors import LayerkitError
-from layerkit.image.archive import Entry, EntryKind, Layer, SavedImage, history_steps
+from layerkit.errors import SourceChanged
+from layerkit.image.archive import (
+    Entry,
+    EntryKind,
+    Layer,
+    SavedImage,
+    gc_paused,
+    history_steps,
+)
 
-__all__ = ["LayerDirs", "SourceChanged", "add_digests", "layer_dirs", "layer_entries",
-           "read_image", "unreadable_reason"]
+__all__ = [
+    "LayerDirs",
+    "add_digests",
+    "layer_dirs",
+    "layer_entries",
+    "read_image",
+    "saved_refs",
+    "unreadable_reason",
+]
 
 logger = logging.getLogger(__name__)
 
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 WHITEOUT_MODE = 0o600
+HEAD = 64 << 10   # what is read first of same-sized versions: usually enough to tell them apart
 _CHUNK = 1 << 20
-_EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
-
-
-class SourceChanged(LayerkitError):
-    """An image's layer directories changed or went away while they were read."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,15 @@ def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
     `hash_layers(i)`)."""
     config = _config(ref, where)
     diff_ids = list(config["rootfs"]["diff_ids"])
-    with _changed(ref):
+    started = time.perf_counter()
+    with _changed(ref), gc_paused():  # many small acyclic records: see archive.gc_paused
         layers = [list(layer_entries(d)) for d in where.dirs]
+        walked = time.perf_counter()
         add_digests(layers, where.dirs, hash_layers)
+    logger.debug("%s: %d layer directories, %d entries walked in %.3f s; %d contents read in "
+                 "%.3f s", ref, len(layers), sum(map(len, layers)), walked - started,
+                 sum(e.digest is not None for entries in layers for e in entries),
+                 time.perf_counter() - walked)
     history, steps = history_steps(config.get("history") or [], len(layers))
     seen: set[str] = set()
     built = []
@@ -147,8 +163,9 @@ def layer_entries(root: Path) -> Iterator[Entry]:
         path, full = stack.pop()
         st = os.lstat(full)
         mode = st.st_mode
+        seconds = st.st_mtime_ns // 1_000_000_000  # not int(st_mtime): a float rounds up
         uid, gid, mtime = share(st.st_uid, st.st_uid), share(st.st_gid, st.st_gid), \
-            share(int(st.st_mtime), int(st.st_mtime))
+            share(seconds, seconds)
         perm = share(stat.S_IMODE(mode), stat.S_IMODE(mode))
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
@@ -193,27 +210,49 @@ def _opaque(path: str) -> bool:
 def add_digests(layers: Sequence[list[Entry]], dirs: Sequence[Path],
                 hash_layers: Callable[[int], bool] | None = None) -> None:
     """Fill in the content digests that are needed: every file of layer i if `hash_layers(i)`;
-    otherwise the files whose path holds a file of the same size in another layer (the only
-    case where the analysis compares contents: metadata-only copy-up against a rewrite)."""
-    sizes: dict[str, list[tuple[int, int]]] = {}  # path -> (layer, position) of content entries
+    otherwise only among the files whose path holds a file of the same size in another layer
+    (the only case where the analysis compares contents: metadata-only copy-up against a
+    rewrite). There a file whose first `HEAD` bytes no other version shares gets a digest of
+    those alone (its contents differ from all of theirs); the others are hashed whole."""
+    for index, entries in enumerate(layers):
+        if hash_layers is not None and hash_layers(index):
+            for k, entry in enumerate(entries):
+                if entry.kind == "file":
+                    entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path))
+    versions: dict[str, list[tuple[int, int]]] = {}  # path -> (layer, position), content kinds
     for index, entries in enumerate(layers):
         for k, entry in enumerate(entries):
             if entry.kind in ("file", "hardlink"):
-                sizes.setdefault(entry.path, []).append((index, k))
-    wanted: set[tuple[int, int]] = set()
-    for versions in sizes.values():
-        if len(versions) > 1:
-            wanted.update(_same_sized(layers, versions))
-    for index, entries in enumerate(layers):
-        every = hash_layers is not None and hash_layers(index)
-        for k, entry in enumerate(entries):
-            if entry.kind == "file" and (every or (index, k) in wanted):
-                entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path, entry.size))
+                versions.setdefault(entry.path, []).append((index, k))
+    for held in versions.values():
+        if len(held) > 1:
+            for group in _same_sized(layers, held):
+                _tell_apart(layers, dirs, group)
+
+
+def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
+                group: list[tuple[int, int]]) -> None:
+    """Digests for a group of same-sized files, reading as little as tells them apart."""
+    todo = [(i, k) for i, k in group if layers[i][k].digest is None]
+    if len(todo) < len(group):  # some were hashed whole: compare whole with them
+        heads = dict.fromkeys(todo, "")
+    else:
+        heads = {(i, k): _digest(dirs[i] / layers[i][k].path, HEAD) for i, k in todo}
+    shared = Counter(heads.values())
+    for (i, k), head in heads.items():
+        entry = layers[i][k]
+        if entry.size <= HEAD and head:
+            digest = head  # the head is the whole file
+        elif head and shared[head] == 1:
+            digest = f"head:{head}"  # differs from every other version: no need to read on
+        else:
+            digest = _digest(dirs[i] / entry.path)
+        layers[i][k] = entry._replace(digest=digest)
 
 
 def _same_sized(layers: Sequence[list[Entry]],
-                versions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """The positions of the files holding the contents of versions that share a size."""
+                versions: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+    """Groups of the files holding the contents of versions that share a size."""
     def holder(index: int, k: int) -> tuple[int, int] | None:
         entry = layers[index][k]
         if entry.kind == "file":
@@ -223,20 +262,36 @@ def _same_sized(layers: Sequence[list[Entry]],
                 return index, j
         return None
 
-    held = [h for h in (holder(i, k) for i, k in versions) if h is not None]
-    by_size: dict[int, list[tuple[int, int]]] = {}
-    for index, k in held:
-        by_size.setdefault(layers[index][k].size, []).append((index, k))
+    by_size: dict[int, set[tuple[int, int]]] = {}
+    for found in (holder(i, k) for i, k in versions):
+        if found is not None:
+            by_size.setdefault(layers[found[0]][found[1]].size, set()).add(found)
     for group in by_size.values():
         if len(group) > 1:
-            yield from group
+            yield sorted(group)
 
 
-def _digest(path: Path, size: int) -> str:
-    if not size:
-        return _EMPTY
+def _digest(path: Path, limit: int | None = None) -> str:
+    """"xxh3:<hex>" of the file's contents (of its first `limit` bytes, if given)."""
     digest = xxhash.xxh3_128()
+    left = limit
     with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(_CHUNK if left is None else min(_CHUNK, left)):
             digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+                if not left:
+                    break
     return "xxh3:" + digest.hexdigest()
+
+
+def saved_refs(ref: str, repo_tags: Sequence[str]) -> tuple[str, ...]:
+    """The names a `docker save ref` manifest gives the image (its RepoTags): `ref` with
+    `:latest` added when it has no tag, in its short form, if the image has that tag; none when
+    `ref` is an ID or a digest."""
+    if "@" in ref:
+        return ()
+    name = ref.removeprefix("docker.io/").removeprefix("library/")
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return (name,) if name in repo_tags else ()

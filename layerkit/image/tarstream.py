@@ -1,4 +1,5 @@
-"""A minimal forward-only tar reader for the archive reader's hot loop, and stream plumbing.
+"""A minimal forward-only tar reader for the archive reader's hot loop (its stream plumbing:
+`streams`).
 
 The stdlib's stream mode (`tarfile.open(mode="r|")`) copies its whole buffer on every 512-byte
 header read and skips data in small blocks; on a nested `docker save` stream that made reading
@@ -9,32 +10,20 @@ base-256 numbers) and pax headers (path, linkpath, size, uid, gid, mtime) and sk
 
 from __future__ import annotations
 
-import io
 import struct
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 from zlib import adler32
 
-import zstandard
-
 __all__ = [
+    "NO_DATA",
     "BadHeader",
-    "Bounded",
-    "ChunkReader",
     "Counted",
-    "GzipReader",
     "Header",
-    "ZstdReader",
     "headers",
     "is_header",
-    "iter_chunks_reader",
-    "padded",
     "parse_number",
-    "parse_pax",
-    "parse_text",
-    "ustar_name",
 ]
 
 BLOCK = 512
@@ -47,10 +36,7 @@ _PAD = b"\0 "  # what ends an octal number field
 _EXTENDED = frozenset((b"x", b"g", b"L", b"K"))
 _SKIP_BUFFER = 1 << 20
 _TEXT = ("utf-8", "surrogateescape")
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_ZSTD_INPUT = 128 << 10  # zstd input fed per step: decompressobj has no output limit
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
+NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
 
 
 class BadHeader(ValueError):
@@ -68,6 +54,8 @@ class Header:
     mtime: int
     linkname: str
     offset: int          # position of the member's data in the stream
+    raw: bytes = b""     # every header block of the member as read (with `keep_raw`)
+    pax: dict[str, str] | None = None  # its PAX records (with `keep_raw`)
 
 
 class Counted:
@@ -120,11 +108,14 @@ class Counted:
             yield view
 
 
-def headers(stream: Counted) -> Iterator[Header]:
+def headers(stream: Counted, *, keep_raw: bool = False) -> Iterator[Header]:
     """The members of the tar on `stream`. The caller may read some of a member's data before
-    asking for the next; whatever it leaves is skipped."""
+    asking for the next; whatever it leaves is skipped. `keep_raw`: each member's header
+    blocks (extension headers and their data included) and PAX records come with it, for a
+    verbatim copy (`tarcopy`)."""
     pax: dict[str, str] = {}
     gnu: dict[bytes, str] = {}
+    raw = bytearray()
     read = stream.raw.read
     while True:
         block = read(BLOCK)
@@ -135,6 +126,8 @@ def headers(stream: Counted) -> Iterator[Header]:
             raise EOFError("a tar header is cut short")
         header = _parse(block, stream.pos)
         kind = header.type
+        if keep_raw:
+            raw += block
         if kind in _EXTENDED:
             end = header.offset + padded(header.size)
             data = stream.read_exact(header.size)
@@ -142,12 +135,17 @@ def headers(stream: Counted) -> Iterator[Header]:
                 pax.update(parse_pax(data))
             elif kind in (b"L", b"K"):
                 gnu[kind] = data.split(b"\0", 1)[0].decode(*_TEXT)
+            if keep_raw:
+                raw += data + stream.read_exact(end - stream.pos)
             stream.skip(end - stream.pos)
             continue
+        if keep_raw:
+            header.raw, header.pax = bytes(raw), pax
+            raw.clear()
         if pax or gnu:
             _apply(header, pax, gnu)
             pax, gnu = {}, {}
-        end = header.offset + padded(header.size if kind not in _NO_DATA else 0)
+        end = header.offset + padded(header.size if kind not in NO_DATA else 0)
         yield header
         if end > stream.pos:
             stream.skip(end - stream.pos)
@@ -155,12 +153,6 @@ def headers(stream: Counted) -> Iterator[Header]:
 
 def padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
-
-
-def ustar_name(block: bytes) -> str:
-    """The name field of a header block, with the ustar prefix when there is one."""
-    fields = _FIELDS.unpack_from(block)
-    return _path(fields[0], fields[9], fields[10])
 
 
 def _path(name: bytes, magic: bytes, prefix: bytes) -> str:
@@ -228,10 +220,6 @@ def parse_number(field: bytes) -> int:
         return int(digits, 8) if digits else 0
 
 
-def parse_text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode(*_TEXT)
-
-
 def parse_pax(data: bytes) -> dict[str, str]:
     """The records of a PAX extended header (`<length> <key>=<value>\\n` each)."""
     records: dict[str, str] = {}
@@ -256,188 +244,3 @@ def _apply(header: Header, pax: dict[str, str], gnu: dict[bytes, str]) -> None:
             setattr(header, key, int(pax[key]))
     if "mtime" in pax:
         header.mtime = int(float(pax["mtime"]))
-
-
-# --- stream plumbing: bounded members, gunzip without seeking, engine chunks -----------------
-
-class Bounded(io.RawIOBase):
-    """The next `size` bytes of a stream; the stream ending sooner means a truncated archive.
-    `head`, already taken off the stream, is served first (a peek that costs no buffer layer).
-    Unbuffered on purpose: reads go straight to the stream, with no copy of their own."""
-
-    def __init__(self, stream: Counted, size: int, head: bytes = b"") -> None:
-        self.stream = stream
-        self.head = head
-        self.left = size - len(head)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        if self.head:
-            size = min(len(buf), len(self.head))
-            buf[:size] = self.head[:size]
-            self.head = self.head[size:]
-            return size
-        if self.left <= 0:
-            return 0
-        got = self.stream.readinto(memoryview(buf)[: self.left])
-        if not got:
-            raise EOFError("the archive ends inside a member")
-        self.left -= got
-        return got
-
-    def take(self, size: int) -> memoryview:
-        """As `Counted.take`: up to `size` bytes lent by the stream below."""
-        if self.head:
-            view = memoryview(self.head)[:size]
-            self.head = self.head[len(view):]
-            return view
-        if self.left <= 0:
-            return memoryview(b"")
-        view = self.stream.take(min(size, self.left))
-        if not view:
-            raise EOFError("the archive ends inside a member")
-        self.left -= len(view)
-        return view
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
-        if self.head:
-            data, self.head = self.head[:size], self.head[size:]
-            return data + (self.read(size - len(data)) if len(data) < size else b"")
-        want = min(size, self.left)
-        if want <= 0:
-            return b""
-        data = self.stream.raw.read(want)
-        self.stream.pos += len(data)
-        self.left -= len(data)
-        if not data:
-            raise EOFError("the archive ends inside a member")
-        return data
-
-
-class GzipReader(io.RawIOBase):
-    """Streaming gunzip over a non-seekable reader (gzip.GzipFile wants to seek on errors)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not self.pending:
-            if self.inflate.eof:
-                rest = self.inflate.unused_data or self.raw.read(_SKIP_BUFFER)
-                if not rest.startswith(_GZIP_MAGIC):
-                    return 0  # the end, or padding after the last gzip member
-                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                chunk = rest
-            else:
-                chunk = self.inflate.unconsumed_tail or self.raw.read(_SKIP_BUFFER)
-                if not chunk:
-                    raise EOFError("compressed layer ends early")
-            self.pending = memoryview(self.inflate.decompress(chunk, _SKIP_BUFFER))
-        size = min(len(buf), len(self.pending))
-        buf[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-
-class ZstdReader(io.RawIOBase):
-    """Streaming zstd decompression that, unlike `ZstdDecompressor().stream_reader`, raises
-    EOFError when the input ends inside a frame instead of ending quietly (a truncated layer
-    would otherwise read as a shorter tar). Concatenated frames are read one after another."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.unpack = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = memoryview(b"")
-        self.rest = b""       # input after the end of a frame
-        self.between = False  # a frame has ended; `rest` holds what follows it
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not self.pending:
-            if self.between:
-                while len(self.rest) < len(_ZSTD_MAGIC) and (more := self.raw.read(_ZSTD_INPUT)):
-                    self.rest += more
-                if not self.rest.startswith(_ZSTD_MAGIC):
-                    return 0  # the end, or padding after the last frame
-                self.unpack = zstandard.ZstdDecompressor().decompressobj()
-                self.between, chunk, self.rest = False, self.rest, b""
-            else:
-                chunk = self.raw.read(_ZSTD_INPUT)
-                if not chunk:
-                    raise EOFError("compressed layer ends early")
-            self.pending = memoryview(self.unpack.decompress(chunk))
-            if self.unpack.eof:
-                self.between, self.rest = True, self.unpack.unused_data
-        size = min(len(buf), len(self.pending))
-        buf[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-
-class ChunkReader(io.RawIOBase):
-    """An unbuffered reader over an iterator of byte chunks (the engine's save stream): each
-    byte is copied once, from its chunk into the caller's buffer or the bytes `read` returns."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.chunks = iter(chunks)
-        self.pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def _next(self) -> bool:
-        chunk = next(self.chunks, None)
-        if chunk is None:
-            return False
-        self.pending = memoryview(chunk)
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not self.pending:
-            if not self._next():
-                return 0
-        size = min(len(buf), len(self.pending))
-        buf[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-    def take(self, size: int) -> memoryview:
-        """Up to `size` bytes as a view of the current chunk (no copy); empty at the end."""
-        while not self.pending:
-            if not self._next():
-                return self.pending
-        view = self.pending[:size]
-        self.pending = self.pending[len(view):]
-        return view
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
-        if len(self.pending) >= size:
-            data = bytes(self.pending[:size])
-            self.pending = self.pending[size:]
-            return data
-        parts, have = [bytes(self.pending)], len(self.pending)
-        self.pending = memoryview(b"")
-        while have < size and self._next():
-            piece = self.pending[:size - have]
-            parts.append(bytes(piece))
-            have += len(piece)
-            self.pending = self.pending[len(piece):]
-        return b"".join(parts)
-
-
-def iter_chunks_reader(chunks: Iterable[bytes]) -> IO[bytes]:
-    """A buffered binary reader over byte chunks (peek, readline and the rest)."""
-    return io.BufferedReader(ChunkReader(chunks), _SKIP_BUFFER)

@@ -27,13 +27,14 @@ import posixpath
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, cast
+from typing import IO
 
 from layerkit.errors import SquashError, UnsafeEntry
-from layerkit.image.archive import Entry, Layer
+from layerkit.image.archive import Entry, Layer, decompressed
 from layerkit.image.fsview import OPAQUE_MARKER, Hider, is_opaque_marker, replay, whiteout_target
+from layerkit.image.streams import Bounded
 from layerkit.image.tarcopy import RawMember, copy_data, raw_members
-from layerkit.image.tarstream import Bounded, Counted, GzipReader, ZstdReader, headers
+from layerkit.image.tarstream import Counted, headers
 
 __all__ = ["Conversion", "MergePlan", "WrittenLayer", "plan_merge", "write_layer"]
 
@@ -250,12 +251,7 @@ def _blobs(layers: Sequence[Layer], plan: MergePlan) -> dict[int, list[Layer]]:
 
 
 def _layer_stream(raw: IO[bytes], layer: Layer) -> Counted:
-    data: IO[bytes] = raw
-    if layer.compression == "gzip":
-        data = cast(IO[bytes], io.BufferedReader(GzipReader(raw), BUFSIZE))
-    elif layer.compression == "zstd":
-        data = cast(IO[bytes], io.BufferedReader(ZstdReader(raw), BUFSIZE))
-    return Counted(data)
+    return Counted(decompressed(raw, layer.compression))
 
 
 @dataclass

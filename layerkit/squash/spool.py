@@ -18,11 +18,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from layerkit.image.tarstream import BLOCK, parse_number
+from layerkit.image.tarstream import BLOCK, NO_DATA, parse_number
 
 __all__ = ["Spool"]
-
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
 
 
 class Spool:
@@ -79,7 +77,7 @@ class Spool:
         if not self.extended:
             self.start = self.pos - self.dropped - BLOCK
         kind = block[156:157]
-        size = 0 if kind in _NO_DATA else parse_number(block[124:136])
+        size = 0 if kind in NO_DATA else parse_number(block[124:136])
         self.data_left, self.left = size, -(-size // BLOCK) * BLOCK
         if kind in (b"x", b"g", b"L", b"K"):
             self.extended, self.sha = True, None  # its size may differ from the field: keep it

@@ -2,7 +2,10 @@
 
 Phases (each timed for the summary):
 
-1. read: one `docker save` stream (or the user's archive) is parsed as it arrives for every
+1. read: on a local overlay2 engine the layer directories are walked for every layer's entries
+   (`image.storage`; the range's contents hashed for the verification), and the merge reads them
+   again there: no temporary copy of the image. Otherwise (`image.source` says when) one
+   `docker save` stream (or the user's archive) is parsed as it arrives for every
    layer's entries and content hashes; by default the stream is also spooled to a temporary file
    so the merge can read the range's layers from it (kept layers are dropped from the spool as
    soon as they have passed, see `spool`). `low_disk` (chosen by itself when the
@@ -27,24 +30,24 @@ import ctypes
 import dataclasses
 import errno
 import gc
+import logging
 import shutil
 import tempfile
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
-
-import zstandard
+from typing import Any, TypeVar
 
 from layerkit.engine.client import DockerClient
 from layerkit.engine.images import find_image, inspect_image, load_image, remove_image, tag_image
-from layerkit.engine.save import save_image
+from layerkit.engine.save import info_unix, save_image, socket_path
 from layerkit.errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
-from layerkit.image.archive import Archive, Layer, SavedImage, read_archive
-from layerkit.image.tarstream import iter_chunks_reader
+from layerkit.image import storage
+from layerkit.image.archive import Archive, Layer, SavedImage, layer_tar_chunks, read_archive
+from layerkit.image.source import choose
+from layerkit.image.storage import LayerDirs
+from layerkit.image.streams import iter_chunks_reader
 from layerkit.squash.config import (
     ArchiveWriter,
     created_time,
@@ -53,6 +56,7 @@ from layerkit.squash.config import (
     load_stream,
     squashed_config,
 )
+from layerkit.squash.dirlayer import write_layer_from_dirs
 from layerkit.squash.merge import (
     MergePlan,
     WrittenLayer,
@@ -60,60 +64,16 @@ from layerkit.squash.merge import (
     write_layer,
     write_layer_seekable,
 )
+from layerkit.squash.results import Phases, SquashOptions, SquashResult
 from layerkit.squash.spool import Spool
 from layerkit.squash.verify import result_matches
 
 __all__ = ["Phases", "SquashOptions", "SquashResult", "choose_start", "squash"]
 
+logger = logging.getLogger(__name__)
+
 OnPhase = Callable[[str], None]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SquashOptions:
-    tag: str | None = None                  # -t: the name the result gets
-    base: str | None = None                 # --from: keep this image's layers
-    last: int | None = None                 # --last: squash the last N rootfs layers
-    all_layers: bool = False                # --all
-    archive: Path | None = None             # --archive: read a saved image, no engine
-    archive_out: Path | None = None         # --archive-out: write the result (gzip layers)
-    load: bool = True                       # load into the engine (needs a tag)
-    reproducible: bool = False
-    verify: bool = True
-    low_disk: bool = False                  # read the image twice instead of spooling it
-    tmp_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class Phases:
-    read: float = 0.0
-    merge: float = 0.0
-    load: float = 0.0
-    verify: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.read + self.merge + self.load + self.verify
-
-
-@dataclass(frozen=True)
-class SquashResult:
-    source: str
-    source_id: str
-    tag: str | None
-    image_id: str
-    layers_before: int
-    layers_after: int
-    squashed_layers: int
-    bytes_before: int            # file content bytes of all layers (what layer tars carry)
-    bytes_after: int
-    layer_bytes: int             # size of the new layer tar
-    markers: int                 # whiteout/opaque markers in the new layer
-    converted_hardlinks: int
-    verified: bool
-    loaded: bool
-    archive_out: str | None
-    phases: Phases = field(default_factory=Phases)
 
 
 def choose_start(layers: int, *, base_layers: Sequence[str] | None, source_layers: Sequence[str],
@@ -184,6 +144,7 @@ class _Run:
         self.existed = True  # was the result's image ID already in the engine before the load?
         self.low_disk = opts.low_disk
         self.spooled: Callable[[int], int] = lambda offset: offset  # stream -> spool offsets
+        self.storage: LayerDirs | None = None  # the layer directories read, if they were
 
     def run(self) -> SquashResult:
         image, start = self._timed("read", self._read)
@@ -218,7 +179,9 @@ class _Run:
         try:
             return step()
         finally:
-            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.times[phase] = self.times.get(phase, 0.0) + took
+            logger.debug("squash: %s step took %.3f s", phase, took)
 
     # --- read --------------------------------------------------------------------------------
 
@@ -235,23 +198,50 @@ class _Run:
         start = choose_start(len(source_layers), base_layers=self._base_layers(None),
                              source_layers=source_layers, last=self.opts.last,
                              all_layers=self.opts.all_layers)
-        # spooling needs room for the saved image and the new layer; else read the image twice
-        self.low_disk = self.opts.low_disk or _short_of_space(self.tmp, int(info.get("Size", 0)))
-        with save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
-            if self._spooling:
-                # kept layers are not read again (unless --archive-out copies them): not spooled
-                drop = set() if self.opts.archive_out else \
-                    set(source_layers[:start]) - set(source_layers[start:])
-                with open(self.spool, "wb") as fh:
-                    spool = Spool(fh, drop)
-                    image = read_archive(spool.tee(stream),
-                                         hash_content=self.opts.verify).images[0]
-                self.spooled = spool.offset
-            else:
-                image = read_archive(stream, hash_content=self.opts.verify).images[0]
+        self.storage = self._layer_dirs(ref, info)
+        if self.storage is not None:
+            names = storage.saved_refs(ref, info.get("RepoTags") or [])
+            image = storage.read_image(ref, names, self.storage,
+                                       hash_layers=lambda i: self.opts.verify and i >= start)
+        else:
+            image = self._read_save(client, ref, info, source_layers, start)
         if [layer.digest for layer in image.layers] != source_layers:
             raise SquashError(f"{ref} changed while it was being read; retry")
         return image, start
+
+    def _layer_dirs(self, ref: str, inspect: dict[str, Any]) -> LayerDirs | None:
+        """The layer directories to read, or None for the save stream (see image.source)."""
+        requested = self.opts.source
+        if self.opts.archive_out is not None:  # it copies the kept layers' tars from a save
+            if requested == "storage":
+                raise UsageError("--source storage: --archive-out needs the image's save")
+            requested = "save"
+        path = socket_path(self.environ)
+        local = path is not None and requested != "save"
+        info = info_unix(path) if path is not None and local else None
+        return choose(requested, ref, local=local, info=info,
+                      inspect=inspect if local else None).storage
+
+    def _read_save(self, client: DockerClient, ref: str, info: dict[str, Any],
+                   source_layers: list[str], start: int) -> SavedImage:
+        # spooling needs room for the range's layers and the new layer; else read the image twice
+        kept = 0 if self.opts.archive_out or self.opts.base is None else \
+            int(inspect_image(client, self.opts.base).get("Size", 0))
+        self.low_disk = self.opts.low_disk or _short_of_space(
+            self.tmp, int(info.get("Size", 0)) - kept)
+        logger.debug("squash: %s", "reading the image twice (low disk)" if self.low_disk
+                     else "spooling the range's layers")
+        with save_image(client, ref, chunk_size=256 << 10) as stream:  # see SaveStream
+            if not self._spooling:
+                return read_archive(stream, hash_content=self.opts.verify).images[0]
+            # kept layers are not read again (unless --archive-out copies them): not spooled
+            drop = set() if self.opts.archive_out else \
+                set(source_layers[:start]) - set(source_layers[start:])
+            with open(self.spool, "wb") as fh:
+                spool = Spool(fh, drop)
+                image = read_archive(spool.tee(stream), hash_content=self.opts.verify).images[0]
+            self.spooled = spool.offset
+            return image
 
     @property
     def _spooling(self) -> bool:
@@ -285,6 +275,9 @@ class _Run:
 
     def _merge(self, image: SavedImage, plan: MergePlan, out_path: Path) -> WrittenLayer:
         with open(out_path, "wb") as out:
+            if self.storage is not None:
+                return write_layer_from_dirs(self.ref or "", self.storage.dirs, image.layers,
+                                             plan, out)
             if self._spooling or self.opts.archive is not None:
                 layers = [dataclasses.replace(layer, data_offset=self.spooled(layer.data_offset))
                           if layer.index >= plan.start else layer for layer in image.layers]
@@ -331,7 +324,7 @@ class _Run:
             with open(partial, "wb") as out, open(self.spool, "rb") as src:
                 writer = ArchiveWriter(out)
                 for layer in image.layers[:start]:
-                    writer.add_layer(layer.digest, _stored_tar(src, layer))
+                    writer.add_layer(layer.digest, layer_tar_chunks(src, layer))
                 writer.add_layer(config["rootfs"]["diff_ids"][-1], file_chunks(layer_path))
                 writer.finish(config, self.opts.tag)
             partial.replace(target)
@@ -357,9 +350,10 @@ class _Run:
             phases=Phases(**{k: round(v, 3) for k, v in self.times.items()}))
 
 
-def _short_of_space(directory: Path, image_size: int) -> bool:
-    """Too little room to spool the saved image (tar headers add a little) plus the new layer."""
-    return shutil.disk_usage(directory).free < 2.2 * image_size
+def _short_of_space(directory: Path, range_size: int) -> bool:
+    """Too little room for what the spool keeps, the range's layers (tar headers add a little;
+    the kept layers are dropped as they pass), plus the new layer, at most as large."""
+    return shutil.disk_usage(directory).free < 2.2 * range_size
 
 
 def _pick(archive: Archive, ref: str | None) -> SavedImage:
@@ -382,22 +376,3 @@ def _planned_bytes(layers: Sequence[Layer], plan: MergePlan) -> int:
     files = {(layer.index, e.path): e.size for layer in layers[plan.start:]
              for e in layer.entries if e.kind == "file"}
     return total + sum(files.get((c.layer, c.target), 0) for c in plan.conversions)
-
-
-def _stored_tar(fh: IO[bytes], layer: Layer) -> Iterator[bytes]:
-    """A layer's uncompressed tar from a seekable archive, in chunks."""
-    fh.seek(layer.data_offset)
-    left = layer.stored_size
-    unpack: zlib._Decompress | zstandard.ZstdDecompressionObj | None = None
-    if layer.compression == "gzip":
-        unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif layer.compression == "zstd":
-        unpack = zstandard.ZstdDecompressor().decompressobj()
-    while left > 0:
-        chunk = fh.read(min(left, 1 << 20))
-        if not chunk:
-            raise SquashError(f"layer {layer.index} ends early in the source archive")
-        left -= len(chunk)
-        yield unpack.decompress(chunk) if unpack is not None else chunk
-
-

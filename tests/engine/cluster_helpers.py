@@ -6,12 +6,54 @@ import http.client
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
+from layerkit import __version__
+from layerkit.build.build import build_all
+from layerkit.build.specs import build_order, load_all
 from layerkit.cluster import cluster
 from layerkit.engine.client import DockerClient
+from layerkit.engine.images import remove_image, tag_image
+from tests.conftest import IMAGES, PACKAGE_DIR
+
+
+@dataclass(frozen=True)
+class ClusterImages:
+    """This session's own tags of the images it built: another session rebuilding
+    `layerkit/*:0.1.0` from its tree on the same engine cannot swap them under a test."""
+
+    lb: str
+    web: str
+
+
+@pytest.fixture(scope="session")
+def cluster_images(docker_client: DockerClient) -> Iterator[ClusterImages]:
+    specs = load_all(IMAGES, PACKAGE_DIR)
+    built = {b.name: b.image_id for b in build_all(
+        docker_client, build_order(specs), specs, version=__version__, write_dockerfiles=False)}
+    tag = f"lkt-{secrets.token_hex(4)}"
+    refs = ClusterImages(f"layerkit/haproxy:{tag}", f"layerkit/webapp:{tag}")
+    tag_image(docker_client, built["haproxy"], refs.lb)
+    tag_image(docker_client, built["webapp"], refs.web)
+    try:
+        yield refs
+    finally:
+        for ref in (refs.lb, refs.web):
+            remove_image(docker_client, ref)
+
+
+def options(images: ClusterImages, name: str, **kwargs: Any) -> cluster.ClusterOptions:
+    """Cluster options on this session's images (port 0 unless given)."""
+    kwargs.setdefault("port", 0)
+    return cluster.ClusterOptions(name=name, lb_image=images.lb, web_image=images.web, **kwargs)
+
+# `serf members` with the agent's RPC token (root only): what a test runs in a container
+SERF_MEMBERS = ["python3", "-m", "layerkit.agent.serfagent", "--rpc", "members"]
 
 
 def url_of(client: DockerClient, name: str) -> str:
@@ -78,6 +120,7 @@ class LoadLoop:
     max_seconds: float = 90.0
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # time.monotonic() of each failure
     seen: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -113,11 +156,13 @@ class LoadLoop:
                     self.seen.append((time.monotonic(), response.getheader("x-backend-ip", "")))
                 else:
                     self.failures.append(f"HTTP {response.status}")
+                    self.failed_at.append(time.monotonic())
                 if response.will_close or not self.keep_alive:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
+                self.failed_at.append(time.monotonic())
                 if conn is not None:
                     conn.close()
                 conn = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from layerkit.engine.client import DockerClient
+from tests.engine.cluster_helpers import cluster_images  # noqa: F401 - the cluster tests' images
 
 
 @pytest.fixture(autouse=True)

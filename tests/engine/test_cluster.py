@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
+from layerkit.agent import handler
 from layerkit.cli.app import app
 from layerkit.cluster import cluster
 from layerkit.engine.client import DockerClient
@@ -26,15 +27,25 @@ from layerkit.engine.containers import (
     remove_container,
 )
 from tests.conftest import IMAGES
-from tests.engine.cluster_helpers import LoadLoop, backends, unique_name, url_of, wait_until
+from tests.engine.cluster_helpers import (
+    ClusterImages,
+    LoadLoop,
+    backends,
+    options,
+    unique_name,
+    url_of,
+    wait_until,
+)
+
+HANDLER = ["python3", "-m", "layerkit.agent.handler"]
 
 
 @pytest.fixture(scope="module")
-def running(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+def running(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
     """A cluster of three web apps, removed at the end whatever happened."""
     name = unique_name()
     try:
-        result = cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 3)
+        result = cluster.up(docker_client, options(cluster_images, name), 3)
         assert result.ready, "three web apps did not all serve within the wait"
         yield name
     finally:
@@ -203,3 +214,68 @@ def test_invalid_render_keeps_the_running_config(docker_client: DockerClient,
         put_files(docker_client, balancer.id, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
     exec_in(docker_client, balancer.id, ["python3", "-m", "layerkit.agent.handler", "--release"])
     assert cluster.wait_ready(docker_client, running, 3, timeout=20)
+
+
+def _outcomes(client: DockerClient, balancer: ContainerInfo) -> list[dict[str, object]]:
+    text = get_file(client, balancer.id, "/var/log/layerkit/events.log").decode()
+    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") == "outcome"]
+
+
+def test_membership_changes_go_live_without_a_reload(docker_client: DockerClient,
+                                                     running: str) -> None:
+    cluster.scale(docker_client, running, 2)
+    balancer = lb(docker_client, running)
+    before = len(_outcomes(docker_client, balancer))
+    with LoadLoop(url_of(docker_client, running), keep_alive=True, max_seconds=60) as loop:
+        assert cluster.scale(docker_client, running, 4).ready
+        assert cluster.scale(docker_client, running, 2).ready
+    assert loop.failures == [], loop.failures[:5]
+    actions = [r["action"] for r in _outcomes(docker_client, balancer)[before:]]
+    assert "runtime" in actions
+    assert "reload" not in actions, actions
+    # haproxy.cfg is kept in step: what a restart would start with is what runs
+    config = get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg").decode()
+    view = cluster.lb_view(docker_client, balancer)
+    assert view is not None
+    assert {s.name for s in view.servers} == handler.server_names(config)
+
+
+def test_a_reload_that_fails_once_is_retried(docker_client: DockerClient, running: str) -> None:
+    """A template change needs a reload; s6-svc fails the first time; HAProxy still ends with
+    the new config and the right servers."""
+    cluster.scale(docker_client, running, 2)
+    balancer = lb(docker_client, running)
+    template = (IMAGES / "haproxy" / "haproxy.cfg.j2").read_bytes()
+    failing_once = (b"#!/bin/sh\n[ -e /run/s6-failed-once ] || { touch /run/s6-failed-once; "
+                    b"echo injected failure >&2; exit 111; }\nexec /usr/bin/s6-svc \"$@\"\n")
+    put_files(docker_client, balancer.id, {
+        "/usr/local/bin/s6-svc": (failing_once, 0o755),
+        "/etc/layerkit/haproxy.cfg.j2": (template.replace(b"retries 3", b"retries 2"), 0o644)})
+    try:
+        code, output = exec_in(docker_client, balancer.id, HANDLER)
+        assert code == 0, output
+        last = _outcomes(docker_client, balancer)[-1]
+        assert (last["action"], last["attempts"]) == ("reload", "2"), last
+        assert cluster.wait_ready(docker_client, running, 2, timeout=10)
+        assert b"retries 2" in get_file(docker_client, balancer.id, "/etc/haproxy/haproxy.cfg")
+    finally:
+        exec_in(docker_client, balancer.id, ["rm", "-f", "/usr/local/bin/s6-svc"])
+        put_files(docker_client, balancer.id, {"/etc/layerkit/haproxy.cfg.j2": (template, 0o644)})
+        exec_in(docker_client, balancer.id, HANDLER)
+    assert cluster.wait_ready(docker_client, running, 2, timeout=10)
+
+
+def test_the_load_balancers_serf_restarted_under_load_fails_no_request(
+        docker_client: DockerClient, running: str) -> None:
+    cluster.scale(docker_client, running, 3)
+    balancer = lb(docker_client, running)
+    with LoadLoop(url_of(docker_client, running), interval=0.01, max_seconds=40) as loop:
+        assert wait_until(lambda: loop.ok > 20, timeout=10)
+        for _ in range(3):
+            code, _ = exec_in(docker_client, balancer.id,
+                              ["s6-svc", "-k", "/etc/services.d/serf"])
+            assert code == 0
+            time.sleep(3)
+        assert cluster.wait_ready(docker_client, running, 3, timeout=20)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 200

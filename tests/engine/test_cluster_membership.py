@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, launch
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
@@ -23,11 +23,20 @@ from layerkit.engine.containers import (
     remove_container,
     stop_container,
 )
-from tests.engine.cluster_helpers import backends, unique_name, url_of, wait_until
+from layerkit.errors import EngineError
+from tests.engine.cluster_helpers import (
+    SERF_MEMBERS,
+    ClusterImages,
+    backends,
+    options,
+    unique_name,
+    url_of,
+    wait_until,
+)
 
 
 @pytest.fixture
-def cluster_name(docker_client: DockerClient, built_images: dict[str, str]) -> Iterator[str]:
+def cluster_name(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
     name = unique_name()
     try:
         yield name
@@ -40,19 +49,19 @@ def lb(client: DockerClient, name: str) -> ContainerInfo:
     return found
 
 
-def test_web_apps_started_before_the_load_balancer_join_it(docker_client: DockerClient,
-                                                           cluster_name: str) -> None:
-    opts = cluster.ClusterOptions(name=cluster_name, port=0)
+def test_web_apps_started_before_the_load_balancer_join_it(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    opts = options(cluster_images, cluster_name)
     made = cluster.new_secrets()
     create_network(docker_client, cluster.network_name(cluster_name),
                    cluster.labels(cluster_name, "network"))
-    cluster._launch_webs(docker_client, opts, made.keyring, 2)
+    launch.launch_webs(docker_client, opts, launch.member_files(made), 2)
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     # their agents run and keep retrying to join `lb`, which does not exist yet
-    assert wait_until(lambda: all(exec_in(docker_client, w.id, ["serf", "members"])[0] == 0
+    assert wait_until(lambda: all(exec_in(docker_client, w.id, SERF_MEMBERS)[0] == 0
                                   for w in webs),
                       timeout=20)
-    cluster._launch(docker_client, cluster._lb_spec(opts), cluster._lb_files(made))
+    launch.launch(docker_client, launch.lb_spec(opts), launch.member_files(made))
     assert cluster.wait_ready(docker_client, cluster_name, 2, timeout=30)
     assert len(backends(url_of(docker_client, cluster_name), 20)) == 2
 
@@ -61,11 +70,11 @@ def _events(client: DockerClient, balancer: ContainerInfo) -> bytes:
     return get_file(client, balancer.id, "/var/log/layerkit/events.log")
 
 
-def _serf_container(client: DockerClient, name: str, config: dict[str, object],
+def _serf_container(client: DockerClient, name: str, image: str, config: dict[str, object],
                     keyring: bytes | None) -> str:
     """A bare Serf agent on the cluster's network, as an outsider would run one."""
     container = client.containers.create(
-        f"layerkit/webapp:{cluster.__version__}",
+        image,
         ["serf", "agent", "-config-file=/etc/layerkit/outsider.json"],
         network=cluster.network_name(name), labels=cluster.labels(name, "test-outsider"))
     files = {"/etc/layerkit/outsider.json": (json.dumps(config).encode(), 0o600)}
@@ -91,10 +100,10 @@ def _members(client: DockerClient, name: str) -> list[str]:
     return [m.name for m in view.members]
 
 
-def test_agent_without_the_key_never_becomes_a_backend(docker_client: DockerClient,
-                                                       cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
-    outsider = _serf_container(docker_client, cluster_name,
+def test_agent_without_the_key_never_becomes_a_backend(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
+    outsider = _serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config("outsider-1", keyring=False), None)
     try:
         # it keeps trying to join for a while; it never shows up anywhere on the inside
@@ -115,13 +124,13 @@ HOSTILE = [
 ]
 
 
-def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClient,
-                                                      cluster_name: str) -> None:
-    cluster.up(docker_client, cluster.ClusterOptions(name=cluster_name, port=0), 1)
+def test_hostile_member_names_never_reach_haproxy_cfg(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    cluster.up(docker_client, options(cluster_images, cluster_name), 1)
     balancer = lb(docker_client, cluster_name)
     # an insider gone bad holds the key
     keyring = get_file(docker_client, balancer.id, cluster.KEYRING_PATH)
-    hostile = [_serf_container(docker_client, cluster_name,
+    hostile = [_serf_container(docker_client, cluster_name, cluster_images.web,
                                _outsider_config(node, keyring=True, **tags), keyring)
                for node, tags in HOSTILE]
     try:
@@ -142,11 +151,11 @@ def test_hostile_member_names_never_reach_haproxy_cfg(docker_client: DockerClien
 
 
 def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: DockerClient,
-                                                            built_images: dict[str, str]) -> None:
+                                                            cluster_images: ClusterImages) -> None:
     names = [unique_name(), unique_name()]
     try:
         for name in names:
-            assert cluster.up(docker_client, cluster.ClusterOptions(name=name, port=0), 2).ready
+            assert cluster.up(docker_client, options(cluster_images, name), 2).ready
         seen = [backends(url_of(docker_client, name), 20) for name in names]
         assert [len(s) for s in seen] == [2, 2]
         assert not seen[0] & seen[1]
@@ -163,11 +172,11 @@ def test_two_clusters_stay_separate_and_down_leaves_nothing(docker_client: Docke
             cluster.down(docker_client, name)
 
 
-def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
-                                               cluster_name: str) -> None:
+def test_failed_and_left_members_are_forgotten(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
     """A killed app (failed: no leave) and a stopped one (left) stop being listed once the
     cluster's forget time has passed (plus Serf's 15 s reap period); the others stay."""
-    opts = cluster.ClusterOptions(name=cluster_name, port=0, forget_after=3)
+    opts = options(cluster_images, cluster_name, forget_after=3)
     assert cluster.up(docker_client, opts, 3).ready
     webs = labelled_containers(docker_client, cluster.labels(cluster_name, "web"))
     killed, stopped, kept = webs
@@ -189,3 +198,45 @@ def test_failed_and_left_members_are_forgotten(docker_client: DockerClient,
     assert {c.id for c in now} - {c.id for c in webs}
     for container in now:
         assert "LAYERKIT_SERF_FORGET=3" in inspect_container(docker_client, container.id).env
+
+
+def _interrupt_at(stage: str) -> Callable[[str], None]:
+    def progress(what: str) -> None:
+        if stage in what:
+            raise KeyboardInterrupt
+    return progress
+
+
+def test_an_interrupted_up_removes_exactly_what_it_made(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    """Ctrl-C once the load balancer runs: the network and the load balancer go; a volume that
+    carries the cluster's label but that `up` did not make stays."""
+    volume = docker_client.api.create_volume(
+        name=unique_name("lkt-vol"), labels=cluster.labels(cluster_name, "test-volume"))["Name"]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cluster.up(docker_client, options(cluster_images, cluster_name), 3, wait=0,
+                       on_progress=_interrupt_at("web apps"))
+        project = {cluster.PROJECT_LABEL: cluster_name}
+        assert labelled_containers(docker_client, project) == []
+        assert labelled_networks(docker_client, project) == []
+        assert [v.name for v in labelled_volumes(docker_client, project)] == [volume]
+    finally:
+        docker_client.api.remove_volume(volume, force=True)
+
+
+def test_a_failed_up_leaves_what_it_did_not_make(
+        docker_client: DockerClient, cluster_name: str, cluster_images: ClusterImages) -> None:
+    """The load balancer's name is taken by someone else's container: `up` fails, removes its
+    network and leaves that container alone."""
+    opts = options(cluster_images, cluster_name)
+    squatter = docker_client.containers.create(cluster_images.web, ["true"],
+                                               name=launch.lb_spec(opts).name)
+    try:
+        with pytest.raises(EngineError):
+            cluster.up(docker_client, opts, 1, wait=0)
+        assert labelled_networks(docker_client, {cluster.PROJECT_LABEL: cluster_name}) == []
+        squatter.reload()
+        assert squatter.status == "created"
+    finally:
+        squatter.remove(force=True)

@@ -13,7 +13,7 @@ from layerkit.agent.serfagent import write_keyring
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks
 from tests.conftest import ROOT
-from tests.engine.cluster_helpers import backends, unique_name, wait_until
+from tests.engine.cluster_helpers import ClusterImages, backends, unique_name, wait_until
 
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 
@@ -25,7 +25,7 @@ def compose(project: str, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def test_compose_cluster_scales(docker_client: DockerClient, built_images: dict[str, str],
+def test_compose_cluster_scales(docker_client: DockerClient, cluster_images: ClusterImages,
                                 tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if shutil.which("docker-compose") is None:
         if request.config.getoption("--require-docker"):
@@ -35,6 +35,7 @@ def test_compose_cluster_scales(docker_client: DockerClient, built_images: dict[
     keyring = tmp_path / "serf-keyring.json"
     write_keyring(keyring)
     env = {**os.environ, "LAYERKIT_CLUSTER": project, "LAYERKIT_PORT": "",
+           "LAYERKIT_VERSION": cluster_images.lb.partition(":")[2],
            "LAYERKIT_SERF_KEYRING_FILE": str(keyring)}
     try:
         compose(project, env, "up", "-d", "--scale", "webapp=3")
@@ -42,9 +43,13 @@ def test_compose_cluster_scales(docker_client: DockerClient, built_images: dict[
         assert wait_until(lambda: len(backends(url, 12)) == 3, timeout=30)
         compose(project, env, "up", "-d", "--no-recreate", "--scale", "webapp=5")
         assert wait_until(lambda: len(backends(url, 20)) == 5, timeout=30)
-        roles = {c.labels["org.layerkit.role"] for c in
-                 labelled_containers(docker_client, {"org.layerkit.project": project})}
-        assert roles == {"lb", "web"}
+        members = labelled_containers(docker_client, {"org.layerkit.project": project})
+        assert {c.labels["org.layerkit.role"] for c in members} == {"lb", "web"}
+        for member in members:  # the limits every container gets, as `up` gives them
+            host = docker_client.api.inspect_container(member.id)["HostConfig"]
+            assert (host["Memory"], host["PidsLimit"]) == (256 << 20, 256)
+            assert host["LogConfig"] == {"Type": "json-file",
+                                         "Config": {"max-file": "3", "max-size": "10m"}}
     finally:
         compose(project, env, "down", "-v", "--remove-orphans")
     assert labelled_containers(docker_client, {"org.layerkit.project": project}) == []

@@ -1,5 +1,6 @@
-"""The console script end to end: `layerkit analyze IMAGE` with the save started before typer
-is imported gives what the command gives without it, and a missing image is still one line."""
+"""The console script end to end: `layerkit analyze --source save IMAGE` with the save started
+before typer is imported gives what the command gives without it, and a missing image is still
+one line, whichever source was asked for."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ SCRIPT = shutil.which("layerkit", path=str(Path(sys.executable).parent))
 
 def test_the_early_save_gives_the_same_report(rootfs_image: str) -> None:
     assert SCRIPT is not None
-    argv = ["analyze", rootfs_image, "--format", "json", "--no-report", "--dive-ci", "/nonexistent"]
+    argv = ["analyze", rootfs_image, "--format", "json", "--no-report", "--dive-ci", "/nonexistent",
+            "--source", "save"]
     script = subprocess.run([SCRIPT, *argv], capture_output=True, text=True, check=True,
                             timeout=300)
     in_process = CliRunner().invoke(app, argv)
@@ -29,9 +31,15 @@ def test_the_early_save_gives_the_same_report(rootfs_image: str) -> None:
 
 def test_a_missing_image_is_one_error_line() -> None:
     assert SCRIPT is not None
-    done = subprocess.run([SCRIPT, "analyze", "layerkit-test/no-such-image:0", "--no-report"],
+    missing = "layerkit-test/no-such-image:0"
+    done = subprocess.run([SCRIPT, "analyze", missing, "--no-report", "--source", "save"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: saving image layerkit-test/no-such-image:0: no such image "
-        "(reference does not exist)"]
+        f"error: saving image {missing}: no such image (reference does not exist)"]
+    done = subprocess.run([SCRIPT, "analyze", missing, "--no-report"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: inspecting image {missing}: no such image (")

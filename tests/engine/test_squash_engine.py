@@ -143,7 +143,7 @@ def test_squash_all_has_one_layer_and_no_markers(
     ref, saved = source
     tag = _name("all")
     try:
-        _squash(docker_client, ref, tag=tag, all_layers=True, low_disk=True)
+        _squash(docker_client, ref, tag=tag, all_layers=True, low_disk=True, source="save")
         out = _check_same(docker_client, saved, tag)
         assert len(out.layers) == 1
         assert _markers(out) == []

@@ -260,8 +260,9 @@ def test_cli_json_schema_and_report_files(saved: Path, tmp_path: Path) -> None:
     assert image["top"][0] == {"path": "/app/big.bin", "bytes": 5000, "stored_in_layer": 0,
                                "hidden_by_layer": 2, "cause": "deleted"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "analyze.html", "analyze.json", "analyze.md"]
-    assert "<svg" in (tmp_path / "out" / "analyze.html").read_text()
+        "analyze-test-image-latest.html", "analyze-test-image-latest.json",
+        "analyze-test-image-latest.md"]
+    assert "<svg" in (tmp_path / "out" / "analyze-test-image-latest.html").read_text()
 
 
 def test_cli_gate_fails_with_one_line_per_rule(saved: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import xxhash
 
 from layerkit.errors import ArchiveError, MissingLayer, NotATar, TruncatedArchive
-from layerkit.image.archive import Archive, gc_paused, open_layer, read_archive
+from layerkit.image.archive import Archive, Layer, gc_paused, layer_tar_chunks, read_archive
 from tests.imagetar import (
     Image,
     compress,
@@ -147,13 +147,17 @@ def test_long_names_gnu_and_pax_and_big_ids() -> None:
         assert entries[1].linkname == "t" * 120
 
 
-def test_open_layer_reads_contents_from_a_seekable_archive(tmp_path: Path) -> None:
+def _opened(fh: io.BufferedReader, stored: Layer) -> tarfile.TarFile:
+    return tarfile.open(fileobj=io.BytesIO(b"".join(layer_tar_chunks(fh, stored))))
+
+
+def test_layer_tar_chunks_read_contents_from_a_seekable_archive(tmp_path: Path) -> None:
     path = tmp_path / "image.tar"
     path.write_bytes(oci_archive(Image([BASE, TOP]), compression=("gzip", "zstd")))
     image = read_archive(path).images[0]
     with path.open("rb") as fh:
         for stored in image.layers:
-            with open_layer(fh, stored) as tar:
+            with _opened(fh, stored) as tar:
                 seen = {m.name: tar.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
                         for m in tar}
             assert sorted(seen) == sorted(e.path for e in stored.entries)
@@ -243,7 +247,7 @@ def test_concatenated_zstd_frames_read_as_one_layer(tmp_path: Path) -> None:
     path.write_bytes(_replace_blob(data, stored, two))
     image = read_archive(path).images[0]
     assert [e.path for e in image.layers[0].entries] == [f"f{i}" for i in range(10)]
-    with path.open("rb") as fh, open_layer(fh, image.layers[0]) as opened:
+    with path.open("rb") as fh, _opened(fh, image.layers[0]) as opened:
         assert [m.name for m in opened] == [f"f{i}" for i in range(10)]
 
 
@@ -350,3 +354,14 @@ def test_gc_is_paused_while_reading_and_restored_after_an_error() -> None:
         assert not gc.isenabled()  # a caller's choice to keep it off is kept
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_SPARSE, b"V", b"N"])
+def test_an_unknown_entry_type_is_an_error_naming_the_entry(kind: bytes) -> None:
+    """A GNU sparse file (and other types this reader does not know) is never read as a plain
+    file: its size field is not its contents' size, and the replay would go wrong quietly."""
+    odd = tarfile.TarInfo("usr/lib/odd.img")
+    odd.type, odd.size = kind, 0
+    tar = odd.tobuf(tarfile.GNU_FORMAT) + bytes(1024)
+    with pytest.raises(ArchiveError, match=r"layer .*: entry 'usr/lib/odd.img' has tar type"):
+        read_archive(io.BytesIO(legacy_archive(Image([tar]))))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from layerkit.build.build import BuildEvent, _consume, _parse_step, _StreamState
+from layerkit.build.stream import BuildEvent
+from layerkit.build.stream import StreamState as _StreamState
+from layerkit.build.stream import consume as _consume
+from layerkit.build.stream import parse_step as _parse_step
 from layerkit.engine.images import parse_build_chunk
 from layerkit.errors import BuildError
 

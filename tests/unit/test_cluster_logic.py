@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from layerkit.agent.lbstatus import parse_stat_csv
 from layerkit.cli.app import app
 from layerkit.cluster import cluster
 from layerkit.cluster import render as report
+from layerkit.cluster.options import options_from_labels, options_labels
 from layerkit.cluster.view import (
     ClusterStatus,
     ContainerRow,
@@ -60,7 +62,10 @@ def test_bad_cluster_names(name: str) -> None:
 @pytest.mark.parametrize("opts", [
     cluster.ClusterOptions(bind="localhost"), cluster.ClusterOptions(port=70000),
     cluster.ClusterOptions(stats_port=-1), cluster.ClusterOptions(forget_after=0),
-    cluster.ClusterOptions(forget_after=7 * 86400 + 1)])
+    cluster.ClusterOptions(forget_after=7 * 86400 + 1),
+    cluster.ClusterOptions(port=9000, stats_port=9000), cluster.ClusterOptions(memory="1m"),
+    cluster.ClusterOptions(memory="lots"), cluster.ClusterOptions(pids=5),
+    cluster.ClusterOptions(log_size="10x"), cluster.ClusterOptions(log_files=0)])
 def test_bad_options(opts: cluster.ClusterOptions) -> None:
     with pytest.raises(UsageError):
         cluster.validate_options(opts)
@@ -96,6 +101,9 @@ def test_status_json_schema_is_pinned() -> None:
     ["up", "--name", "Bad_Name"], ["up", "--scale", "-1"], ["up", "--bind", "localhost"],
     ["up", "--port", "70000"], ["scale", "3", "--name", "x y"], ["scale", "999"],
     ["status", "--name", ""], ["down", "--name", "UPPER"],
+    ["up", "--wait", "-5"], ["up", "--wait", "nan"], ["up", "--wait", "inf"],
+    ["scale", "3", "--wait", "-1"], ["scale", "3", "--wait", "nan"],
+    ["up", "--port", "9000", "--stats-port", "9000"], ["up", "--memory", "1x"],
 ])
 def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,3 +123,33 @@ def test_serving_addresses_are_the_up_servers_ips() -> None:
         {"name": "d", "address": "[fd00::7]:3000", "status": "UP"},
         {"name": "e", "address": "", "status": "MAINT"}]})
     assert serving_addresses(view) == {"172.18.0.3", "172.18.0.4", "fd00::7"}
+
+
+def test_an_address_the_host_lacks_is_not_reported_as_a_port_in_use() -> None:
+    with pytest.raises(UsageError, match="not an address of this host"):
+        cluster._require_free_port("192.0.2.1", 0)  # bind() only: nothing is sent
+
+
+def test_a_port_in_use_is_reported_as_such() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match="already in use"):
+            cluster._require_free_port("127.0.0.1", port)
+
+
+def test_options_kept_in_labels_come_back_and_bad_ones_fall_back() -> None:
+    opts = cluster.ClusterOptions(name="demo", bind="127.0.0.2", port=0, forget_after=9,
+                                  memory="300m", pids=99, log_size="2m", log_files=5,
+                                  web_image="layerkit/webapp:x")
+    kept = options_labels(opts)
+    assert kept["org.layerkit.serf-forget"] == "9"  # the label older clusters have
+    assert options_from_labels("demo", kept) == opts
+    kept["org.layerkit.pids"] = "nonsense"
+    kept["org.layerkit.memory"] = "1k"
+    back = options_from_labels("demo", kept)
+    assert (back.pids, back.memory) == (cluster.ClusterOptions.pids,
+                                        cluster.ClusterOptions.memory)
+    assert back.forget_after == 9
+    assert options_from_labels("demo", {}) == cluster.ClusterOptions(name="demo")

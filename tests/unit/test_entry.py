@@ -38,20 +38,24 @@ def test_the_value_table_is_exactly_analyzes_options_that_take_a_value() -> None
 
 
 @pytest.mark.parametrize(("argv", "images"), [
-    (["analyze", "a:1"], ["a:1"]),
-    (["analyze", "a:1", "b"], ["a:1", "b"]),
-    (["analyze", "--format", "json", "a:1"], ["a:1"]),
-    (["analyze", "--format=json", "--top", "5", "a:1"], ["a:1"]),
-    (["analyze", "a:1", "--no-report", "--dive-ci", "x", "--out", "o"], ["a:1"]),
-    (["analyze", "--", "-odd"], ["-odd"]),
-    (["analyze", "--archive", "x.tar"], []),
-    (["analyze", "--archive=x.tar", "a:1"], []),
-    (["analyze", "a:1", "--help"], []),
-    (["analyze", "-h"], []),
-    (["analyze", "--unknown", "a:1"], []),
-    (["analyze", "a:1", "--top"], []),
-    (["-v", "analyze", "a:1"], []),
-    (["squash", "a:1"], []),
+    (["analyze", "--source", "save", "a:1"], ["a:1"]),
+    (["analyze", "a:1", "b", "--source=save"], ["a:1", "b"]),
+    (["analyze", "--format", "json", "--source", "save", "a:1"], ["a:1"]),
+    (["analyze", "--format=json", "--top", "5", "a:1", "--source", "save"], ["a:1"]),
+    (["analyze", "a:1", "--no-report", "--dive-ci", "x", "--out", "o", "--source", "save"],
+     ["a:1"]),
+    (["analyze", "--source", "save", "--", "-odd"], ["-odd"]),
+    (["analyze", "a:1"], []),  # auto: the layer directories may be read instead
+    (["analyze", "--source", "storage", "a:1"], []),
+    (["analyze", "--source", "auto", "a:1"], []),
+    (["analyze", "--archive", "x.tar", "--source", "save"], []),
+    (["analyze", "--archive=x.tar", "a:1", "--source", "save"], []),
+    (["analyze", "a:1", "--help", "--source", "save"], []),
+    (["analyze", "-h", "--source", "save"], []),
+    (["analyze", "--unknown", "a:1", "--source", "save"], []),
+    (["analyze", "a:1", "--source", "save", "--top"], []),
+    (["-v", "analyze", "a:1", "--source", "save"], []),
+    (["squash", "a:1", "--source", "save"], []),
     ([], []),
 ])
 def test_early_images(argv: list[str], images: list[str]) -> None:
@@ -77,7 +81,8 @@ def test_start_asks_for_the_first_image_only_and_take_hands_it_over_once(
         return asked[-1]
 
     monkeypatch.setattr(unixhttp, "Request", fake_request)
-    entry.start(["analyze", "a:1", "b:2"], {"DOCKER_HOST": "unix:///run/x.sock"})
+    entry.start(["analyze", "--source", "save", "a:1", "b:2"],
+                {"DOCKER_HOST": "unix:///run/x.sock"})
     assert [s.ref for s in asked] == ["/images/a:1/get"]
     assert entry.take("a:1") is asked[0]
     assert entry.take("a:1") is None
@@ -89,7 +94,7 @@ def test_an_early_stream_the_command_does_not_want_is_closed(
     asked: list[FakeStream] = []
     monkeypatch.setattr(unixhttp, "Request",
                         lambda path, target: asked.append(FakeStream(target)) or asked[-1])
-    entry.start(["analyze", "a:1"], {})
+    entry.start(["analyze", "--source", "save", "a:1"], {})
     assert entry.take("something-else") is None
     assert asked[0].closed
 
@@ -98,10 +103,10 @@ def test_no_early_save_for_a_tcp_engine_or_a_failing_one(monkeypatch: pytest.Mon
     def fail(path: str, target: str) -> None:
         raise ConnectionRefusedError(path)
 
-    entry.start(["analyze", "a:1"], {"DOCKER_HOST": "tcp://127.0.0.1:2375"})
+    entry.start(["analyze", "--source", "save", "a:1"], {"DOCKER_HOST": "tcp://127.0.0.1:2375"})
     assert entry.take("a:1") is None
     monkeypatch.setattr(unixhttp, "Request", fail)
-    entry.start(["analyze", "a:1"], {})  # the command asks again and reports it
+    entry.start(["analyze", "--source", "save", "a:1"], {})  # the command asks again, reports
     assert entry.take("a:1") is None
 
 
@@ -115,7 +120,8 @@ def test_the_early_request_goes_out_before_typing_re_or_json_are_imported(tmp_pa
     path = str(tmp_path / "engine.sock")
     server.bind(path)
     server.listen(1)
-    code = ("import sys; from layerkit.cli import entry; entry.start(['analyze', 'a:1'], "
+    code = ("import sys; from layerkit.cli import entry; "
+            "entry.start(['analyze', '--source', 'save', 'a:1'], "
             f"{{'DOCKER_HOST': 'unix://{path}'}}); "
             "print(bool(entry._early), *sorted(m for m in ('typing', 're', 'json', 'threading', "
             "'urllib.parse', 'pathlib', 'socket', 'enum', 'layerkit.engine.save') "
@@ -149,7 +155,8 @@ def test_analyze_ends_quickly_with_its_output_and_reports_complete(tmp_path: Pat
     report = json.loads(done.stdout)  # ...after the whole report was printed
     assert len(done.stdout) > 65536
     assert len(report["images"][0]["top"]) == 400
-    assert json.loads((tmp_path / "reports" / "analyze.json").read_text()) == report
+    written = tmp_path / "reports" / "analyze-test-image-latest.json"
+    assert json.loads(written.read_text()) == report
     usage = _script("analyze", "--archive", str(archive), "--format", "nope")
     assert usage.returncode == 2
     assert "nope" in usage.stderr

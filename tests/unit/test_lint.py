@@ -79,7 +79,8 @@ def test_source_copied_before_dependencies() -> None:
 
 
 def test_findings_of_earlier_stages_have_no_step() -> None:
-    report = lint_text("FROM a AS build\nRUN pip install x\nFROM b\nCOPY --from=build /x /x\n"
+    # the earlier stage ships: the final one is built FROM it
+    report = lint_text("FROM a AS build\nRUN pip install x\nFROM build\nCOPY --from=build /x /x\n"
                        "RUN pip install y\n")
     assert [(f.line, f.step) for f in report.findings] == [(2, None), (5, 1)]
     assert [s.instruction for s in report.steps] == ["COPY", "RUN"]

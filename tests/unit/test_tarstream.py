@@ -8,15 +8,8 @@ import tarfile
 
 import pytest
 
-from layerkit.image.tarstream import (
-    BLOCK,
-    BadHeader,
-    Bounded,
-    ChunkReader,
-    Counted,
-    headers,
-    is_header,
-)
+from layerkit.image.streams import Bounded, ChunkReader
+from layerkit.image.tarstream import BLOCK, BadHeader, Counted, headers, is_header
 
 
 def _tar(fmt: int, members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:

@@ -3,10 +3,14 @@ requests it accepts would reach clients as 504s."""
 
 from __future__ import annotations
 
+import http.client
 import re
+import threading
+import time
 from pathlib import Path
 
-from layerkit.agent.webapp import MAX_DELAY_MS
+from layerkit.agent.runtime import SERVER_OPTIONS
+from layerkit.agent.webapp import MAX_DELAY_MS, WORKERS, AppState, make_server
 
 HAPROXY = Path(__file__).resolve().parents[2] / "images" / "haproxy"
 
@@ -16,3 +20,43 @@ def test_the_longest_delay_is_served_before_haproxy_gives_up() -> None:
         found = re.search(r"^\s*timeout server (\d+)s$", (HAPROXY / name).read_text(), re.M)
         assert found, name
         assert int(found.group(1)) > MAX_DELAY_MS / 1000 + 1, name
+
+
+def test_requests_are_served_by_a_bounded_pool() -> None:
+    """Twelve slow requests at once on a server of three workers: never more than three
+    threads serve, and every request is answered."""
+    state = AppState("t", "h")
+    state.delay_ms = 200
+    server = make_server("127.0.0.1", 0, state, workers=3)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    port = server.server_address[1]
+    baseline = threading.active_count()
+    peak: list[int] = []
+    answers: list[int] = []
+
+    def get() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        answers.append(conn.getresponse().status)
+        conn.close()
+
+    try:
+        clients = [threading.Thread(target=get) for _ in range(12)]
+        for client in clients:
+            client.start()
+        while any(c.is_alive() for c in clients):
+            # threads beyond the clients' own: those serving them
+            peak.append(threading.active_count() - baseline - sum(c.is_alive() for c in clients))
+            time.sleep(0.02)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == [200] * 12
+    assert max(peak) <= 3
+
+
+def test_haproxy_sends_a_server_no_more_than_its_workers() -> None:
+    found = re.search(r"maxconn (\d+)", SERVER_OPTIONS)
+    assert found
+    assert int(found.group(1)) <= WORKERS

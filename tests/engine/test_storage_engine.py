@@ -1,0 +1,276 @@
+"""The storage source (overlay2 layer directories) against the save stream, on images built
+here: `analyze --source storage` must give the JSON of `analyze --source save`, field by field,
+and the entries read from the directories must be those of the saved layer tars. Also: when the
+directories cannot be used, auto takes the save stream and says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from layerkit.cli.app import app
+from layerkit.engine.client import DockerClient
+from layerkit.engine.images import inspect_image, load_image
+from layerkit.engine.save import save_image
+from layerkit.errors import UsageError
+from layerkit.image import storage
+from layerkit.image.archive import Entry, read_archive
+from layerkit.image.fsview import replay, whiteout_target
+from layerkit.image.source import choose
+from layerkit.squash import squash
+from layerkit.squash.squash import SquashOptions
+from tests.engine.test_squash_engine import _build, _remove
+from tests.imagetar import Image, directory, file, layer, legacy_archive, symlink
+from tests.randomlayers import Form, random_forms
+
+BASE = "layerkit/base:latest"
+CAP = "01000002" + "00200000" + "0" * 24  # security.capability v2: cap_net_bind_service
+# every whiteout form, opaque dirs over lower files, hardlinks in a layer and across copy-up,
+# a symlink replaced by a directory and back, set-id bits, xattrs (empty and repeated layers:
+# see test_empty_and_repeated_layers, as this engine's builder makes no layer of a step that
+# changes nothing)
+FIXTURE = f"""\
+FROM {BASE}
+RUN mkdir -p /t/d1/sub /t/d2/deep /t/keep && echo a > /t/d1/f1 && echo b > /t/d1/sub/f2 \\
+ && echo c > /t/d2/deep/f3 && echo hl > /t/h1 && ln /t/h1 /t/h2 && ln /t/h1 /t/d1/h3 \\
+ && ln -s /t/d1 /t/sym && echo s > /t/suid && chmod 4755 /t/suid && chmod 2775 /t/d2 \\
+ && chmod 1777 /t/keep && echo x > /t/x1 && mkfifo /t/fifo && echo same > /t/meta \\
+ && python3 -c "import os; os.setxattr('/t/x1', 'user.layerkit', b'v'); \\
+os.setxattr('/t/suid', 'security.capability', bytes.fromhex('{CAP}'))"
+RUN rm /t/d1/f1 && rm -rf /t/d2 && mkdir /t/d2 && echo n > /t/d2/n && chmod 600 /t/h2 \\
+ && chown 1:1 /t/meta && rm /t/sym && mkdir /t/sym && echo in > /t/sym/in \\
+ && rm -rf /t/d1/sub && touch /t/d1/sub
+RUN rm -rf /t/sym && ln -s /t/d2 /t/sym && rm -rf /t/d1 && mkdir /t/d1 && echo again > /t/d1/f1 \\
+ && echo hl2 > /t/h1 && rm /t/fifo && echo y > /t/x1
+RUN ln /t/d1/f1 /t/d1/f1link && rm /t/h1 && rm -rf /t/keep && touch /t/keep
+"""
+
+
+def _analyze(ref: str, source: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["analyze", ref, "--format", "json", "--no-report",
+                                      "--dive-ci", "/nonexistent", "--source", source])
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def _same_everywhere(client: DockerClient, ref: str) -> None:
+    by_save = _analyze(ref, "save")
+    by_storage = _analyze(ref, "storage")
+    for key in by_save:
+        assert by_storage[key] == by_save[key], key
+    assert by_storage == by_save
+    # and below the report: the entries themselves, in order, for the layers built here
+    inspect = inspect_image(client, ref)
+    where = storage.layer_dirs(inspect)
+    assert where is not None
+    stored = storage.read_image(ref, (ref,), where, hash_layers=lambda _: True)
+    with save_image(client, ref) as stream:
+        saved = read_archive(stream, hash_content=True).images[0]
+    for ours, theirs in zip(stored.layers, saved.layers, strict=True):
+        assert ours.digest == theirs.digest
+        assert ours.repeat_link == theirs.repeat_link
+        if ours.index > 0:  # the imported rootfs layer keeps its tar's own order
+            assert _comparable(ours.entries) == _comparable(theirs.entries), ours.index
+        else:
+            assert sorted(_comparable(ours.entries)) == sorted(_comparable(theirs.entries))
+    assert stored.config == saved.config
+    assert stored.history == saved.history
+
+
+def _squashed_alike(client: DockerClient, ref: str) -> None:
+    """`squash --from BASE` from the layer directories gives the merged filesystem the squash
+    from the save gives (both verified against the source by the squash itself)."""
+    results = {}
+    for source in ("storage", "save"):
+        tag = f"layerkit-test/storage-squashed-{source}-{uuid.uuid4().hex[:8]}:1"
+        try:
+            result = squash.squash(client, ref, SquashOptions(tag=tag, base=BASE, source=source),
+                                   os.environ)
+            assert result.verified
+            with save_image(client, tag) as stream:
+                saved = read_archive(stream, hash_content=True).images[0]
+            results[source] = (result, replay([lay.entries for lay in saved.layers]).fingerprint())
+        finally:
+            _remove(client, tag)
+    assert results["storage"][1] == results["save"][1]
+    assert results["storage"][0].layers_after == results["save"][0].layers_after
+    assert results["storage"][0].bytes_after == results["save"][0].bytes_after
+
+
+def _comparable(entries: Sequence[Entry]) -> list[Entry]:
+    """The entries with whiteouts' times left out: the engine makes a layer's directory by
+    unpacking its tar, and a whiteout's device node then gets the time of unpacking, not the
+    tar's (no figure and no merged tree uses it)."""
+    return [e._replace(mtime=0) if whiteout_target(e.path) is not None else e for e in entries]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _base_is_built(built_images: dict[str, str]) -> None:
+    """BASE (`layerkit/base:latest`) exists once the project's images are built."""
+
+
+@pytest.fixture(scope="module")
+def fixture_image(docker_client: DockerClient) -> Iterator[str]:
+    tag = f"layerkit-test/storage-{uuid.uuid4().hex[:8]}:1"
+    try:
+        _build(docker_client, FIXTURE, tag)
+        yield tag
+    finally:
+        _remove(docker_client, tag)
+
+
+def test_storage_gives_what_the_save_gives(docker_client: DockerClient,
+                                           fixture_image: str) -> None:
+    _same_everywhere(docker_client, fixture_image)
+
+
+def test_squash_from_storage_gives_the_same_filesystem(docker_client: DockerClient,
+                                                      fixture_image: str) -> None:
+    _squashed_alike(docker_client, fixture_image)
+
+
+def test_storage_entries_have_the_tar_forms(docker_client: DockerClient,
+                                            fixture_image: str) -> None:
+    where = storage.layer_dirs(inspect_image(docker_client, fixture_image))
+    assert where is not None
+    layers = [list(storage.layer_entries(d)) for d in where.dirs]
+    second = {e.path: e for e in layers[-3]}
+    assert second["t/d1/.wh.f1"].kind == "file"
+    assert second["t/d1/.wh.f1"].mode == 0o600
+    assert "t/d2/.wh..wh..opq" in second
+    assert second["t/sym"].kind == "dir"
+    first = {e.path: e for e in layers[-4]}
+    assert first["t/suid"].mode == 0o4755
+    assert first["t/d2"].mode == 0o2775
+    links = sorted(e.path for e in first.values() if e.kind == "hardlink")
+    assert links == ["t/h1", "t/h2"]  # t/d1/h3 comes first in the walk: it holds the bytes
+    assert first["t/h1"].linkname == "t/d1/h3"
+
+
+
+def test_empty_and_repeated_layers(docker_client: DockerClient) -> None:
+    """Loaded from an archive: a layer, an empty one, and the empty one again (a repeat)."""
+    tag = f"layerkit-test/storage-loaded-{uuid.uuid4().hex[:8]}:1"
+    first = layer(directory("e"), file("e/f", b"x"), symlink("e/s", "f"))
+    archive = legacy_archive(Image([first, layer(), layer()], tag=tag))
+    try:
+        load_image(docker_client, iter([archive]))
+        _same_everywhere(docker_client, tag)
+        where = storage.layer_dirs(inspect_image(docker_client, tag))
+        assert where is not None
+        assert [len(list(storage.layer_entries(d))) for d in where.dirs] == [3, 0, 0]
+        stored = storage.read_image(tag, (tag,), where)
+        assert [lay.repeat_link for lay in stored.layers] == [False, False, True]
+    finally:
+        _remove(docker_client, tag)
+
+
+def _script(forms: list[Form]) -> str:
+    """Shell steps that make the layer `forms` describe, under /r."""
+    steps = []
+    for form in forms:
+        path = shlex.quote(f"/r/{form.path}")
+        steps.append(f"prep {shlex.quote(form.path)}; rm -rf {path}")
+        if form.kind == "opaque":
+            steps.append(f"mkdir {path}")
+        elif form.kind == "dir":
+            steps.append(f"mkdir {path} && chmod {form.mode:o} {path}")
+        elif form.kind == "symlink":
+            steps.append(f"ln -s {shlex.quote(form.link)} {path}")
+        elif form.kind == "file":
+            steps.append(f"printf %s {shlex.quote(form.fill * form.size)} > {path} "
+                         f"&& chmod {form.mode:o} {path}")
+    return " ; ".join(steps) or "true"
+
+
+# makes every ancestor of /r/$1 a directory (a file or symlink in the way is removed)
+PREP = ("prep() { d=/r; rest=\"$1\"; while case \"$rest\" in */*) true;; *) false;; esac; do "
+        "d=\"$d/${rest%%/*}\"; rest=\"${rest#*/}\"; "
+        "if [ -L \"$d\" ] || { [ -e \"$d\" ] && [ ! -d \"$d\" ]; }; then rm -f \"$d\"; fi; "
+        "mkdir -p \"$d\"; done; }")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient,
+                                                  seed: int) -> None:
+    rng = random.Random(seed)
+    layers = random_forms(rng, min_layers=2)
+    steps = [f"RUN mkdir -p /r && {PREP}; {_script(forms)}" for forms in layers]
+    tag = f"layerkit-test/storage-random-{seed}-{uuid.uuid4().hex[:8]}:1"
+    try:
+        _build(docker_client, f"FROM {BASE}\n" + "\n".join(steps) + "\n", tag)
+        _same_everywhere(docker_client, tag)
+        if len(layers) >= 2:
+            _squashed_alike(docker_client, tag)
+    finally:
+        _remove(docker_client, tag)
+
+
+# --- the choice ---------------------------------------------------------------------------------
+
+INFO = {"Driver": "overlay2", "DriverStatus": [["Native Overlay Diff", "true"]]}
+
+
+def test_auto_takes_storage_here(docker_client: DockerClient, fixture_image: str) -> None:
+    inspect = inspect_image(docker_client, fixture_image)
+    choice = choose("auto", fixture_image, local=True, info=INFO, inspect=inspect)
+    assert choice.name == "storage"
+
+
+def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerClient,
+                                                        fixture_image: str) -> None:
+    inspect = inspect_image(docker_client, fixture_image)
+    data = inspect["GraphDriver"]["Data"]
+    missing = "/nonexistent/layerkit/diff"
+    unreadable = {**inspect, "GraphDriver": {"Name": "overlay2", "Data": {
+        **data, "LowerDir": data["LowerDir"].replace(data["LowerDir"].split(":")[0], missing)}}}
+    choice = choose("auto", fixture_image, local=True, info=INFO, inspect=unreadable)
+    assert choice.name == "save"
+    assert missing in choice.reason
+    with pytest.raises(UsageError, match="--source storage"):
+        choose("storage", fixture_image, local=True, info=INFO, inspect=unreadable)
+
+
+def test_another_drivers_form_means_the_save(docker_client: DockerClient,
+                                             fixture_image: str) -> None:
+    inspect = inspect_image(docker_client, fixture_image)
+    other = {**inspect, "GraphDriver": {"Name": "vfs", "Data": None}}
+    assert choose("auto", fixture_image, local=True, info=INFO, inspect=other).name == "save"
+    snapshotter = {**INFO, "Driver": "overlayfs"}  # the containerd image store
+    assert choose("auto", fixture_image, local=True, info=snapshotter,
+                  inspect=inspect).name == "save"
+    naive = {**INFO, "DriverStatus": [["Native Overlay Diff", "false"]]}
+    assert choose("auto", fixture_image, local=True, info=naive, inspect=inspect).name == "save"
+
+
+def test_a_remote_engine_url_means_the_save(fixture_image: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST naming a tcp engine: auto reads the save (through the SDK), and --source
+    storage is refused with the reason; the URL is never contacted for storage."""
+    assert choose("auto", fixture_image, local=False, info=None, inspect=None).name == "save"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")  # nothing listens: never reached
+    result = CliRunner().invoke(app, ["analyze", fixture_image, "--no-report",
+                                      "--source", "storage"])
+    assert result.exit_code == 2
+    assert "--source storage: the engine is not local" in result.output
+
+
+def test_squash_with_archive_out_reads_the_save(docker_client: DockerClient, fixture_image: str,
+                                                tmp_path: Path) -> None:
+    """--archive-out copies the kept layers' tars, which only a save has: auto takes the save,
+    and --source storage is refused before anything is read."""
+    options = SquashOptions(archive_out=tmp_path / "out.tar", base=BASE, load=False,
+                            source="storage")
+    with pytest.raises(UsageError, match="--source storage: --archive-out"):
+        squash.squash(docker_client, fixture_image, options, os.environ)
+    assert not (tmp_path / "out.tar").exists()
