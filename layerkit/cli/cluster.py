@@ -58,7 +58,7 @@ def up_cmd(
     = None,
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
-    from layerkit.cluster import cluster
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
@@ -75,6 +75,9 @@ def up_cmd(
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)
+    if swarm.find_services(client, name):
+        raise UsageError(f"cluster name {name!r} is already used by a Swarm cluster",
+                         hint="choose another --name")
     result = cluster.up(client, opts, scale, wait=wait,
                         on_progress=lambda what: err.print(f"starting {what}", markup=False))
     out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
