@@ -1,4 +1,5 @@
-"""The handler's view of the load balancer container: serf, haproxy, s6 and its network."""
+"""The handler's view of the load balancer container: serf, haproxy, s6 and its network; and
+the haproxy service itself (`python3 -m layerkit.agent.lbsystem`, see serve_haproxy)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import fcntl
 import ipaddress
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,11 +57,16 @@ class LbSystem:
     def check(self, path: Path) -> str | None:
         # the config reads settings from the environment, as the running master does
         env = haproxy_env(self.password_file, os.environ)
-        try:
-            done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
-                                  text=True, timeout=TIMEOUT, check=False, env=env)
-        except subprocess.TimeoutExpired:
-            return f"haproxy -c gave no answer in {TIMEOUT:.0f} s"
+        # the config binds inherited sockets; `haproxy -c` wants sockets there, bound or not
+        with socket.socket() as http, socket.socket() as stats:
+            fds = (http.fileno(), stats.fileno())
+            env |= {"LAYERKIT_HTTP_FD": str(fds[0]), "LAYERKIT_STATS_FD": str(fds[1])}
+            try:
+                done = subprocess.run(("haproxy", "-c", "-f", str(path)), capture_output=True,
+                                      text=True, timeout=TIMEOUT, check=False, env=env,
+                                      pass_fds=fds)
+            except subprocess.TimeoutExpired:
+                return f"haproxy -c gave no answer in {TIMEOUT:.0f} s"
         if done.returncode == 0:
             return None
         return _first(done.stdout + done.stderr) or f"exit {done.returncode}"
@@ -89,6 +97,55 @@ class LbSystem:
 
 SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
+HTTP_PORT, STATS_PORT = 80, 8404
+FORWARDED = (signal.SIGUSR2, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOPPING = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+def serve_haproxy(config: Path = CONFIG, password_file: Path = Path("/etc/layerkit/stats-password")
+                  ) -> int:
+    """The haproxy service: listen on the ports here, once, and run HAProxy's master-worker on
+    these sockets (`bind fd@...`), again at once whenever it dies.
+
+    A killed worker takes its master down, and s6 waits a second before a restart; these
+    sockets stay open meanwhile, so connections wait in the kernel's backlog for the next
+    HAProxy instead of being refused. Signals are passed on: SIGUSR2 reloads (s6-svc -2), the
+    others stop it (SIGUSR1, `docker stop`: a soft stop)."""
+    listeners = [_listener(port) for port in (HTTP_PORT, STATS_PORT)]
+    fds = tuple(sock.fileno() for sock in listeners)
+    env = haproxy_env(password_file, os.environ) | {
+        "LAYERKIT_HTTP_FD": str(fds[0]), "LAYERKIT_STATS_FD": str(fds[1])}
+    running: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum in STOPPING:
+            stopping.append(signum)
+        for child in running:
+            child.send_signal(signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    while True:
+        started = time.monotonic()
+        running[:] = [subprocess.Popen(("haproxy", "-W", "-db", "-f", str(config)), env=env,
+                                       pass_fds=fds)]
+        code = running[0].wait()
+        if stopping:
+            return code
+        print(f"lbsystem: haproxy exited ({code}); starting it again", file=sys.stderr,
+              flush=True)
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # one that cannot start (a bad config) is not restarted in a loop
+
+
+def _listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
 
 
 def haproxy_env(password_file: Path, environ: Mapping[str, str]) -> dict[str, str]:
@@ -180,6 +237,4 @@ def _first(text: str) -> str:
 
 
 if __name__ == "__main__":
-    # the haproxy s6 service: HAProxy in master-worker mode with the environment it reads
-    os.execvpe("haproxy", ["haproxy", "-W", "-db", "-f", str(CONFIG)],
-               haproxy_env(Path("/etc/layerkit/stats-password"), os.environ))
+    sys.exit(serve_haproxy())

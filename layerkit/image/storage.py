@@ -61,6 +61,7 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 WHITEOUT_MODE = 0o600
 HEAD = 64 << 10   # what is read first of same-sized versions: usually enough to tell them apart
 _CHUNK = 1 << 20
+_EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ def add_digests(layers: Sequence[list[Entry]], dirs: Sequence[Path],
         if hash_layers is not None and hash_layers(index):
             for k, entry in enumerate(entries):
                 if entry.kind == "file":
-                    entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path))
+                    entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path,
+                                                               entry.size))
     versions: dict[str, list[tuple[int, int]]] = {}  # path -> (layer, position), content kinds
     for index, entries in enumerate(layers):
         for k, entry in enumerate(entries):
@@ -237,7 +239,8 @@ def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
     if len(todo) < len(group):  # some were hashed whole: compare whole with them
         heads = dict.fromkeys(todo, "")
     else:
-        heads = {(i, k): _digest(dirs[i] / layers[i][k].path, HEAD) for i, k in todo}
+        heads = {(i, k): _digest(dirs[i] / layers[i][k].path, layers[i][k].size, HEAD)
+                 for i, k in todo}
     shared = Counter(heads.values())
     for (i, k), head in heads.items():
         entry = layers[i][k]
@@ -246,7 +249,7 @@ def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
         elif head and shared[head] == 1:
             digest = f"head:{head}"  # differs from every other version: no need to read on
         else:
-            digest = _digest(dirs[i] / entry.path)
+            digest = _digest(dirs[i] / entry.path, entry.size)
         layers[i][k] = entry._replace(digest=digest)
 
 
@@ -271,8 +274,11 @@ def _same_sized(layers: Sequence[list[Entry]],
             yield sorted(group)
 
 
-def _digest(path: Path, limit: int | None = None) -> str:
-    """"xxh3:<hex>" of the file's contents (of its first `limit` bytes, if given)."""
+def _digest(path: Path, size: int, limit: int | None = None) -> str:
+    """"xxh3:<hex>" of the file's contents (of its first `limit` bytes, if given). An empty
+    entry is not opened: whiteouts and opaque markers are not files in the directory."""
+    if not size:
+        return _EMPTY
     digest = xxhash.xxh3_128()
     left = limit
     with open(path, "rb", buffering=0) as fh:

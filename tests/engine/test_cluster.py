@@ -278,4 +278,4 @@ def test_the_load_balancers_serf_restarted_under_load_fails_no_request(
             time.sleep(3)
         assert cluster.wait_ready(docker_client, running, 3, timeout=20)
     assert loop.failures == [], loop.failures[:5]
-    assert loop.ok > 200
+    assert loop.ok > 100  # requests went on through the three restarts

@@ -119,5 +119,8 @@ def test_the_load_balancer_recovers_by_itself(docker_client: DockerClient, runni
     assert url_of(docker_client, running) == url  # published where it was
     assert after == [], after[:5]
     assert all(started <= t <= recovered for t in loop.failed_at)
-    if fault == "serf":  # the servers stay while the agent rejoins: nothing fails
-        assert loop.failures == [], loop.failures[:5]
+    if fault in ("serf", "haproxy-worker", "haproxy-master"):
+        # the servers stay while Serf rejoins; connections wait in the backlog of the sockets
+        # the haproxy service keeps while HAProxy restarts: at most the one request in flight
+        # on a killed process fails
+        assert len(loop.failures) <= 1, loop.failures[:5]

@@ -96,3 +96,16 @@ def test_the_event_log_is_rotated_by_size(tmp_path: Path) -> None:
     assert log.stat().st_size < 1200
     assert (tmp_path / "events.log.1").exists()
     assert json.loads(log.read_text().splitlines()[-1])["i"] == 49
+
+
+def test_haproxy_reads_its_settings_from_the_environment(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("abcdefghijklmnop\n")
+    env = lbsystem.haproxy_env(password, {"LAYERKIT_CLUSTER": "demo",
+                                          "LAYERKIT_STATS_FROM": "10.0.0.1"})
+    assert (env["LAYERKIT_STATS_PASSWORD"], env["LAYERKIT_STATS_FROM"],
+            env["LAYERKIT_COOKIE_KEY"]) == ("abcdefghijklmnop", "10.0.0.1", "demo")
+    route = tmp_path / "route"
+    route.write_text("Iface\tDestination\tGateway \tFlags\n"
+                     "eth0\t000012AC\t00000000\t0001\neth0\t00000000\t010012AC\t0003\n")
+    assert lbsystem.default_gateway(route) == "172.18.0.1"

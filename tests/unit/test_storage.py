@@ -146,3 +146,13 @@ def test_other_forms_are_not_overlay2_layer_dirs() -> None:
 def test_saved_refs_are_the_names_a_save_gives(ref: str, names: tuple[str, ...]) -> None:
     tags = ["layerkit/base:latest", "layerkit/base:0.1.0", "debian:12"]
     assert storage.saved_refs(ref, tags) == names
+
+
+def test_whiteouts_are_never_opened(tmp_path: Path) -> None:
+    """A whiteout is a `.wh.` entry with no such file in the directory: reading every content
+    (a squash's range) or comparing same-named versions must not try to open it."""
+    where = _image(tmp_path, [{"a": b"1"}, {}, {}])
+    _whiteout(where.dirs[1] / "a")
+    _whiteout(where.dirs[2] / "a")
+    image = storage.read_image("img:1", (), where, hash_layers=lambda _: True)
+    assert [e.path for lay in image.layers for e in lay.entries] == ["a", ".wh.a", ".wh.a"]
