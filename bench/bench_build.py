@@ -116,9 +116,8 @@ def _reproducible_twice(client: DockerClient) -> tuple[int, list[float]]:
     seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="lk-bench-repro-") as tmp:
         images = Path(tmp) / "images"
-        shutil.copytree(ROOT / "images", images)
         for name in ("base", "haproxy", "webapp"):
-            (images / name).rename(images / f"{prefix}-{name}")
+            shutil.copytree(ROOT / "images" / name, images / f"{prefix}-{name}")
             spec = images / f"{prefix}-{name}" / "image.toml"
             spec.write_text(spec.read_text().replace('parent = "base"',
                                                      f'parent = "{prefix}-base"'))

@@ -31,7 +31,7 @@ from layerkit.engine.images import (
     remove_image,
     tag_image,
 )
-from layerkit.errors import BuildError, LayerkitError, NothingToSquash
+from layerkit.errors import BuildError, EngineError, LayerkitError, NothingToSquash
 
 __all__ = ["BuildEvent", "BuiltImage", "build_all", "build_one", "context_tar", "parent_ref"]
 
@@ -162,11 +162,23 @@ def _forget(client: DockerClient, built: list[BuiltImage]) -> None:
         logger.debug("could not remove an image of the failed build: %s", exc.message)
 
 
-def _remove_if_untagged(client: DockerClient, image_id: str) -> None:
-    info = find_image(client, image_id)
-    if info is not None and not info.tags:
+def _remove_if_untagged(client: DockerClient, image_id: str, *, seconds: float = 15) -> None:
+    """Remove `image_id` unless it is tagged. Right after a cancelled build the engine may
+    still be tearing down the step container that uses the image (409 conflict): retried."""
+    deadline = time.monotonic() + seconds
+    while True:
+        info = find_image(client, image_id)
+        if info is None or info.tags:
+            return
         logger.debug("removing untagged image %s made by the failed build", image_id[:19])
-        remove_image(client, image_id)
+        try:
+            remove_image(client, image_id)
+            return
+        except EngineError as exc:
+            if exc.status != 409 or time.monotonic() > deadline:
+                raise
+            logger.debug("image %s still in use; retrying", image_id[:19])
+            time.sleep(0.5)
 
 
 def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,

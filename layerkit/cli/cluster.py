@@ -53,25 +53,31 @@ def up_cmd(
     vip: Annotated[str | None, typer.Option(
         "--vip", help="Swarm: floating ADDRESS[/PREFIX] on the nodes' network (keepalived).")]
     = None,
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="Swarm: push the images to HOST:PORT; nodes pull them by digest.")]
+    = None,
 ) -> None:
     """Start a load balancer and N web apps on the cluster's own network; print the URL."""
-    from layerkit.cluster import cluster
+    from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.engine.client import connect
 
     cluster.validate_wait(wait)
     if swarm_mode:
         _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
-                  forget_after=forget_after, wait=wait, output=output)
+                  registry=registry, forget_after=forget_after, wait=wait, output=output)
         return
-    if lb is not None or vip is not None:
-        raise UsageError("--lb and --vip need --swarm")
+    if lb is not None or vip is not None or registry is not None:
+        raise UsageError("--lb, --vip and --registry need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
                                   forget_after=forget_after, memory=memory, pids=pids,
                                   log_size=log_size, log_files=log_files)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)
+    if swarm.find_services(client, name):
+        raise UsageError(f"cluster name {name!r} is already used by a Swarm cluster",
+                         hint="choose another --name")
     result = cluster.up(client, opts, scale, wait=wait,
                         on_progress=lambda what: err.print(f"starting {what}", markup=False))
     out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
@@ -169,14 +175,16 @@ def down_cmd(
               else report.down_text(result), markup=False)
 
 
-def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None, forget_after: int,
-              wait: float, output: OutputFormat) -> None:
+def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None,
+              registry: str | None, forget_after: int, wait: float, output: OutputFormat
+              ) -> None:
     from layerkit.cluster import swarm
     from layerkit.cluster import swarmrender as report
     from layerkit.cluster.cluster import validate_scale
     from layerkit.engine.client import connect
 
-    opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, forget_after=forget_after)
+    opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, registry=registry,
+                              forget_after=forget_after)
     swarm.validate_options(opts)  # bad input is exit 2 before any engine is asked
     validate_scale(scale)
     result = swarm.up(connect(os.environ), opts, scale, wait=wait,
@@ -190,6 +198,30 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
                            hint=f"`layerkit status --name {name}`")
+
+
+@app.command("push")
+@fails_cleanly
+def push_cmd(
+    *,
+    registry: Annotated[str, typer.Option(
+        "--registry", help="HOST:PORT of the registry the Swarm nodes pull from.")],
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
+    OutputFormat.table,
+) -> None:
+    """Push layerkit's cluster images (haproxy, webapp, keepalived) to a registry."""
+    from layerkit.cluster import registry as pushing
+    from layerkit.cluster import swarm
+    from layerkit.cluster import swarmrender as report
+    from layerkit.engine.client import connect
+
+    pushing.validate_registry(registry)
+    opts = swarm.SwarmOptions()
+    pushed = pushing.push_all(connect(os.environ), registry,
+                              [opts.lb_image, opts.web_image, opts.vip_image],
+                              on_progress=lambda what: err.print(what, markup=False))
+    out.print(report.push_json(pushed) if output is OutputFormat.json
+              else report.push_text(pushed), markup=False)
 
 
 @app.command("logs")

@@ -205,11 +205,15 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                "layerkit squash myapp:1 -t myapp:1 --last 3",
                "layerkit squash --archive app.tar --all --archive-out flat.tar -t app:flat "
                "--no-load"),
-    "up": ("layerkit up --scale 3", "layerkit up --scale 5 --name staging --bind 127.0.0.1"),
+    "up": ("layerkit up --scale 3", "layerkit up --scale 5 --name staging --bind 127.0.0.1",
+           "DOCKER_HOST=tcp://manager:2375 layerkit up --swarm --scale 6 --lb 2 "
+           "--vip 10.1.0.250/24"),
     "scale": ("layerkit scale 8", "layerkit scale 2 --name staging"),
     "status": ("layerkit status", "layerkit status --name staging --format json"),
     "down": ("layerkit down", "layerkit down --name staging"),
     "logs": ("layerkit logs", "layerkit logs --name staging --role lb --since 10m --follow"),
+    "push": ("layerkit push --registry registry.lan:5000",
+             "layerkit up --swarm --registry registry.lan:5000 --scale 6"),
 }
 
 

@@ -18,7 +18,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layerkit import __version__
 from layerkit.agent.serfagent import FORGET_SECONDS
@@ -30,6 +30,7 @@ from layerkit.cluster.cluster import (
     validate_name,
     validate_scale,
 )
+from layerkit.cluster.registry import push_all, validate_registry
 from layerkit.cluster.swarmview import SwarmStatus, lb_endpoints, read_status, serving
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
@@ -71,6 +72,7 @@ class SwarmOptions:
     port: int = 8080           # published on every load balancer's node (host mode)
     lb: int = 2
     vip: str | None = None     # ADDRESS[/PREFIX] on the nodes' network
+    registry: str | None = None  # HOST:PORT every node pulls from; images pinned by digest
     endpoint_mode: str = "dnsrr"  # vip where the kernels have IPVS
     forget_after: int = FORGET_SECONDS
     lb_image: str = f"layerkit/haproxy:{__version__}"
@@ -120,6 +122,8 @@ def validate_options(opts: SwarmOptions) -> None:
         raise UsageError(f"endpoint mode {opts.endpoint_mode!r} is not dnsrr or vip")
     if opts.vip is not None:
         vip_interface(opts.vip)
+    if opts.registry is not None:
+        validate_registry(opts.registry)
 
 
 def vip_interface(vip: str) -> ipaddress.IPv4Interface:
@@ -206,6 +210,8 @@ def up(client: DockerClient, opts: SwarmOptions, scale: int, *, wait: float = 60
         check_vip_on_nodes(opts.vip, nodes)
     _check_free(client, opts.name)
     _check_images(client, opts)
+    if opts.registry:
+        opts = _pinned(client, opts, opts.registry, on_progress)
     try:
         _create(client, opts, scale, on_progress)
     except BaseException:
@@ -215,6 +221,16 @@ def up(client: DockerClient, opts: SwarmOptions, scale: int, *, wait: float = 60
     return SwarmUpResult(opts.name, urls(client, opts.name), scale, opts.lb,
                          str(vip_interface(opts.vip).ip) if opts.vip else None, ready,
                          time.monotonic() - started)
+
+
+def _pinned(client: DockerClient, opts: SwarmOptions, registry: str,
+            on_progress: Callable[[str], None]) -> SwarmOptions:
+    """The images pushed to the registry, and the options naming them there by digest."""
+    refs = [opts.lb_image, opts.web_image] + ([opts.vip_image] if opts.vip else [])
+    pinned = {p.local: p.pinned for p in push_all(client, registry, refs,
+                                                   on_progress=on_progress)}
+    return replace(opts, lb_image=pinned[opts.lb_image], web_image=pinned[opts.web_image],
+                   vip_image=pinned.get(opts.vip_image, opts.vip_image))
 
 
 def _create(client: DockerClient, opts: SwarmOptions, scale: int,

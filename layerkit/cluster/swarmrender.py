@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from layerkit.cluster.logs import LogLine
+from layerkit.cluster.registry import Pushed
 from layerkit.cluster.swarm import SwarmDownResult, SwarmScaleResult, SwarmUpResult
 from layerkit.cluster.swarmview import SwarmStatus
 from layerkit.render import dump_json, tabulate
@@ -74,3 +75,12 @@ def log_line(line: LogLine) -> str:
 def logs_json(lines: tuple[LogLine, ...]) -> str:
     return dump_json("logs", {"lines": [{"timestamp": x.timestamp, "source": x.source,
                                          "role": x.role, "text": x.text} for x in lines]})
+
+
+def push_text(pushed: tuple[Pushed, ...]) -> str:
+    return tabulate([(p.local, p.pinned) for p in pushed], headers=("image", "pushed as"))
+
+
+def push_json(pushed: tuple[Pushed, ...]) -> str:
+    return dump_json("push", {"images": [{"image": p.local, "remote": p.remote,
+                                          "digest": p.digest} for p in pushed]})

@@ -28,7 +28,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from layerkit.image.archive import (
     gc_paused,
     history_steps,
 )
+from layerkit.image.fsview import marked_path
 
 __all__ = [
     "LayerDirs",
@@ -61,6 +62,7 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 WHITEOUT_MODE = 0o600
 HEAD = 64 << 10   # what is read first of same-sized versions: usually enough to tell them apart
 _CHUNK = 1 << 20
+_EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
 
 
 @dataclass(frozen=True)
@@ -100,17 +102,16 @@ def unreadable_reason(where: LayerDirs) -> str | None:
 
 
 def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
-               hash_layers: Callable[[int], bool] | None = None) -> SavedImage:
+               visible_from: int | None = None) -> SavedImage:
     """The image as `archive.read_archive` gives it from a save: entries of every layer,
-    digests of the contents `add_digests` finds needed (all of layer i when
-    `hash_layers(i)`)."""
+    digests of the contents `add_digests` finds needed (see there for `visible_from`)."""
     config = _config(ref, where)
     diff_ids = list(config["rootfs"]["diff_ids"])
     started = time.perf_counter()
     with _changed(ref), gc_paused():  # many small acyclic records: see archive.gc_paused
         layers = [list(layer_entries(d)) for d in where.dirs]
         walked = time.perf_counter()
-        add_digests(layers, where.dirs, hash_layers)
+        add_digests(layers, where.dirs, visible_from)
     logger.debug("%s: %d layer directories, %d entries walked in %.3f s; %d contents read in "
                  "%.3f s", ref, len(layers), sum(map(len, layers)), walked - started,
                  sum(e.digest is not None for entries in layers for e in entries),
@@ -208,17 +209,17 @@ def _opaque(path: str) -> bool:
 
 
 def add_digests(layers: Sequence[list[Entry]], dirs: Sequence[Path],
-                hash_layers: Callable[[int], bool] | None = None) -> None:
-    """Fill in the content digests that are needed: every file of layer i if `hash_layers(i)`;
-    otherwise only among the files whose path holds a file of the same size in another layer
-    (the only case where the analysis compares contents: metadata-only copy-up against a
-    rewrite). There a file whose first `HEAD` bytes no other version shares gets a digest of
-    those alone (its contents differ from all of theirs); the others are hashed whole."""
-    for index, entries in enumerate(layers):
-        if hash_layers is not None and hash_layers(index):
-            for k, entry in enumerate(entries):
-                if entry.kind == "file":
-                    entries[k] = entry._replace(digest=_digest(dirs[index] / entry.path))
+                visible_from: int | None = None) -> None:
+    """Fill in the content digests that are needed. With `visible_from` (a squash's range,
+    whose verification compares merged trees): every file of those layers that the merged tree
+    can show, the ones no newer layer replaces at their path, and every hardlink's target.
+    Otherwise (the analysis) the files whose path holds a file of the same size in another
+    layer, the only case where it compares contents (metadata-only copy-up against a rewrite):
+    there a file whose first `HEAD` bytes no other version shares gets a digest of those alone
+    (its contents differ from all of theirs); the others are hashed whole."""
+    if visible_from is not None:
+        _hash_visible(layers, dirs, visible_from)
+        return
     versions: dict[str, list[tuple[int, int]]] = {}  # path -> (layer, position), content kinds
     for index, entries in enumerate(layers):
         for k, entry in enumerate(entries):
@@ -230,6 +231,17 @@ def add_digests(layers: Sequence[list[Entry]], dirs: Sequence[Path],
                 _tell_apart(layers, dirs, group)
 
 
+def _hash_visible(layers: Sequence[list[Entry]], dirs: Sequence[Path], start: int) -> None:
+    newer: set[str] = set()  # paths the layers above this one put something at
+    for index in range(len(layers) - 1, start - 1, -1):
+        entries, root = layers[index], str(dirs[index])
+        targets = {e.linkname for e in entries if e.kind == "hardlink"}
+        for k, entry in enumerate(entries):
+            if entry.kind == "file" and (entry.path not in newer or entry.path in targets):
+                entries[k] = entry._replace(digest=_digest(f"{root}/{entry.path}", entry.size))
+        newer.update(marked_path(entry) for entry in entries)
+
+
 def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
                 group: list[tuple[int, int]]) -> None:
     """Digests for a group of same-sized files, reading as little as tells them apart."""
@@ -237,7 +249,8 @@ def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
     if len(todo) < len(group):  # some were hashed whole: compare whole with them
         heads = dict.fromkeys(todo, "")
     else:
-        heads = {(i, k): _digest(dirs[i] / layers[i][k].path, HEAD) for i, k in todo}
+        heads = {(i, k): _digest(f"{dirs[i]}/{layers[i][k].path}", layers[i][k].size, HEAD)
+                 for i, k in todo}
     shared = Counter(heads.values())
     for (i, k), head in heads.items():
         entry = layers[i][k]
@@ -246,7 +259,7 @@ def _tell_apart(layers: Sequence[list[Entry]], dirs: Sequence[Path],
         elif head and shared[head] == 1:
             digest = f"head:{head}"  # differs from every other version: no need to read on
         else:
-            digest = _digest(dirs[i] / entry.path)
+            digest = _digest(f"{dirs[i]}/{entry.path}", entry.size)
         layers[i][k] = entry._replace(digest=digest)
 
 
@@ -271,8 +284,11 @@ def _same_sized(layers: Sequence[list[Entry]],
             yield sorted(group)
 
 
-def _digest(path: Path, limit: int | None = None) -> str:
-    """"xxh3:<hex>" of the file's contents (of its first `limit` bytes, if given)."""
+def _digest(path: str, size: int, limit: int | None = None) -> str:
+    """"xxh3:<hex>" of the file's contents (of its first `limit` bytes, if given). An empty
+    entry is not opened: whiteouts and opaque markers are not files in the directory."""
+    if not size:
+        return _EMPTY
     digest = xxhash.xxh3_128()
     left = limit
     with open(path, "rb", buffering=0) as fh:

@@ -21,6 +21,7 @@ __all__ = [
     "BadHeader",
     "Counted",
     "Header",
+    "byte_sum",
     "headers",
     "is_header",
     "parse_number",

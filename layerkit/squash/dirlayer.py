@@ -11,6 +11,7 @@ walked means the image changed underneath: an error, never a wrong layer.
 from __future__ import annotations
 
 import os
+import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +19,16 @@ from typing import IO
 
 from layerkit.errors import SourceChanged
 from layerkit.image.archive import Entry, Layer
+from layerkit.image.tarstream import byte_sum
 from layerkit.squash.merge import MergePlan, WrittenLayer, _finish, _Hashing, _write_markers
 
 __all__ = ["write_layer_from_dirs"]
 
 CAPABILITY = "security.capability"  # the only xattr Docker 20.10's tar writer stores
 _CHUNK = 1 << 20
+# name, mode, uid, gid, size, mtime, checksum, type, linkname, magic, version, uname, gname,
+# devmajor, devminor, prefix (and 12 bytes of padding): a ustar header block
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
           "hardlink": tarfile.LNKTYPE, "char": tarfile.CHRTYPE, "block": tarfile.BLKTYPE,
           "fifo": tarfile.FIFOTYPE}
@@ -35,7 +40,7 @@ def write_layer_from_dirs(ref: str, dirs: Sequence[Path], layers: Sequence[Layer
     sink = _Hashing(out)
     count = _write_markers(plan, sink)
     for layer in layers[plan.start:]:
-        root = dirs[layer.index]
+        root = str(dirs[layer.index])
         converted = {c.target: c.paths for c in plan.conversions if c.layer == layer.index}
         as_links = {path for paths in converted.values() for path in paths}
         by_path = {e.path: e for e in layer.entries}
@@ -53,8 +58,8 @@ def write_layer_from_dirs(ref: str, dirs: Sequence[Path], layers: Sequence[Layer
     return _finish(sink, count)
 
 
-def _write(ref: str, sink: _Hashing, root: Path, entry: Entry, data_from: str = "") -> int:
-    full = root / (data_from or entry.path)
+def _write(ref: str, sink: _Hashing, root: str, entry: Entry, data_from: str = "") -> int:
+    full = f"{root}/{data_from or entry.path}"
     try:
         sink.write(_header(entry, full))
         if entry.kind == "file" and entry.size:
@@ -68,31 +73,62 @@ def _write(ref: str, sink: _Hashing, root: Path, entry: Entry, data_from: str = 
     return 1
 
 
-def _header(entry: Entry, full: Path) -> bytes:
-    info = tarfile.TarInfo(entry.path + "/" if entry.kind == "dir" else entry.path)
-    info.type = _TYPES[entry.kind]
-    info.mode, info.uid, info.gid, info.mtime = entry.mode, entry.uid, entry.gid, entry.mtime
-    info.size = entry.size if entry.kind == "file" else 0
-    info.linkname = entry.linkname
+def _header(entry: Entry, full: str) -> bytes:
+    """The member's header: plain ustar where the entry fits it (most do), else PAX through
+    `tarfile` (long names, large numbers, the capability xattr)."""
+    major = minor = 0
     if entry.kind in ("char", "block"):
         rdev = os.lstat(full).st_rdev
-        info.devmajor, info.devminor = os.major(rdev), os.minor(rdev)
+        major, minor = os.major(rdev), os.minor(rdev)
+    pax: dict[str, str] = {}
     if entry.kind in ("file", "dir"):
         try:
             value = os.getxattr(full, CAPABILITY, follow_symlinks=False)
         except OSError:
             value = None
         if value is not None:
-            info.pax_headers = {f"SCHILY.xattr.{CAPABILITY}": value.decode("utf-8",
-                                                                          "surrogateescape")}
+            pax[f"SCHILY.xattr.{CAPABILITY}"] = value.decode("utf-8", "surrogateescape")
+    name = entry.path + "/" if entry.kind == "dir" else entry.path
+    size = entry.size if entry.kind == "file" else 0
+    block = None if pax else _ustar(name, entry, size, major, minor)
+    if block is not None:
+        return block
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = _TYPES[entry.kind], size, entry.linkname
+    info.mode, info.uid, info.gid, info.mtime = entry.mode, entry.uid, entry.gid, entry.mtime
+    info.devmajor, info.devminor, info.pax_headers = major, minor, pax
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _ustar(name: str, entry: Entry, size: int, major: int, minor: int) -> bytes | None:
+    """A ustar header block (as `tarfile` writes one, without its per-field overhead: most of
+    the merge's time on many small files), or None when the entry does not fit one."""
+    path = name.encode("utf-8", "surrogateescape")
+    link = entry.linkname.encode("utf-8", "surrogateescape")
+    prefix = b""
+    if len(path) > 100:
+        cut = path.find(b"/", len(path) - 101)  # the rest after the cut must fit 100 bytes
+        if cut <= 0 or cut > 155:
+            return None
+        prefix, path = path[:cut], path[cut + 1:]
+    small = (entry.mode, entry.uid, entry.gid, major, minor)
+    if len(link) > 100 or max(small) >= 8 ** 7 or max(size, entry.mtime) >= 8 ** 11 or \
+            min(*small, entry.mtime) < 0:
+        return None
+    devices = (b"%07o\0" % major, b"%07o\0" % minor) if entry.kind in ("char", "block") \
+        else (b"", b"")  # as tarfile: empty for other kinds
+    block = _USTAR.pack(path, b"%07o\0" % entry.mode, b"%07o\0" % entry.uid,
+                        b"%07o\0" % entry.gid, b"%011o\0" % size, b"%011o\0" % entry.mtime,
+                        b" " * 8, _TYPES[entry.kind], link, b"ustar\0", b"00", b"", b"",
+                        *devices, prefix)
+    return block[:148] + b"%06o\0 " % byte_sum(block) + block[156:]
 
 
 class _Resized(Exception):
     pass
 
 
-def _copy(path: Path, size: int, sink: _Hashing) -> None:
+def _copy(path: str, size: int, sink: _Hashing) -> None:
     left = size
     with open(path, "rb", buffering=0) as fh:
         while left > 0:

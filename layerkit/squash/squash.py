@@ -202,7 +202,7 @@ class _Run:
         if self.storage is not None:
             names = storage.saved_refs(ref, info.get("RepoTags") or [])
             image = storage.read_image(ref, names, self.storage,
-                                       hash_layers=lambda i: self.opts.verify and i >= start)
+                                       visible_from=start if self.opts.verify else None)
         else:
             image = self._read_save(client, ref, info, source_layers, start)
         if [layer.digest for layer in image.layers] != source_layers:

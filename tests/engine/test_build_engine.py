@@ -72,7 +72,7 @@ def wait_http(port: int, path: str = "/healthz", timeout: float = 20) -> None:
 
 def test_three_images_build_and_are_tagged(docker_client: DockerClient,
                                            built_images: dict[str, str]) -> None:
-    assert set(built_images) == {"base", "haproxy", "webapp"}
+    assert set(built_images) == {"base", "haproxy", "webapp", "keepalived"}
     for name, ref in built_images.items():
         image = docker_client.images.get(ref)
         assert f"layerkit/{name}:latest" in image.tags

@@ -9,6 +9,9 @@ import json
 import os
 import random
 import shlex
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,7 +42,7 @@ CAP = "01000002" + "00200000" + "0" * 24  # security.capability v2: cap_net_bind
 # see test_empty_and_repeated_layers, as this engine's builder makes no layer of a step that
 # changes nothing)
 FIXTURE = f"""\
-FROM {BASE}
+FROM {{base}}
 RUN mkdir -p /t/d1/sub /t/d2/deep /t/keep && echo a > /t/d1/f1 && echo b > /t/d1/sub/f2 \\
  && echo c > /t/d2/deep/f3 && echo hl > /t/h1 && ln /t/h1 /t/h2 && ln /t/h1 /t/d1/h3 \\
  && ln -s /t/d1 /t/sym && echo s > /t/suid && chmod 4755 /t/suid && chmod 2775 /t/d2 \\
@@ -73,12 +76,15 @@ def _same_everywhere(client: DockerClient, ref: str) -> None:
     inspect = inspect_image(client, ref)
     where = storage.layer_dirs(inspect)
     assert where is not None
-    stored = storage.read_image(ref, (ref,), where, hash_layers=lambda _: True)
+    stored = storage.read_image(ref, (ref,), where, visible_from=0)
     with save_image(client, ref) as stream:
         saved = read_archive(stream, hash_content=True).images[0]
     for ours, theirs in zip(stored.layers, saved.layers, strict=True):
         assert ours.digest == theirs.digest
         assert ours.repeat_link == theirs.repeat_link
+        for mine, save in zip(ours.entries, theirs.entries, strict=True):  # contents read
+            if ours.index > 0 and mine.digest and not mine.digest.startswith("head:"):
+                assert mine.digest == save.digest, mine.path
         if ours.index > 0:  # the imported rootfs layer keeps its tar's own order
             assert _comparable(ours.entries) == _comparable(theirs.entries), ours.index
         else:
@@ -87,14 +93,14 @@ def _same_everywhere(client: DockerClient, ref: str) -> None:
     assert stored.history == saved.history
 
 
-def _squashed_alike(client: DockerClient, ref: str) -> None:
+def _squashed_alike(client: DockerClient, ref: str, base: str) -> None:
     """`squash --from BASE` from the layer directories gives the merged filesystem the squash
     from the save gives (both verified against the source by the squash itself)."""
     results = {}
     for source in ("storage", "save"):
         tag = f"layerkit-test/storage-squashed-{source}-{uuid.uuid4().hex[:8]}:1"
         try:
-            result = squash.squash(client, ref, SquashOptions(tag=tag, base=BASE, source=source),
+            result = squash.squash(client, ref, SquashOptions(tag=tag, base=base, source=source),
                                    os.environ)
             assert result.verified
             with save_image(client, tag) as stream:
@@ -108,22 +114,26 @@ def _squashed_alike(client: DockerClient, ref: str) -> None:
 
 
 def _comparable(entries: Sequence[Entry]) -> list[Entry]:
-    """The entries with whiteouts' times left out: the engine makes a layer's directory by
-    unpacking its tar, and a whiteout's device node then gets the time of unpacking, not the
-    tar's (no figure and no merged tree uses it)."""
-    return [e._replace(mtime=0) if whiteout_target(e.path) is not None else e for e in entries]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _base_is_built(built_images: dict[str, str]) -> None:
-    """BASE (`layerkit/base:latest`) exists once the project's images are built."""
+    """The entries without digests (the directories' are read only where needed: compared
+    apart) and without whiteouts' times: the engine makes a layer's directory by unpacking its
+    tar, and a whiteout's device node then gets the time of unpacking, not the tar's (no figure
+    and no merged tree uses it)."""
+    return [e._replace(mtime=0 if whiteout_target(e.path) is not None else e.mtime,
+                       digest=None) for e in entries]
 
 
 @pytest.fixture(scope="module")
-def fixture_image(docker_client: DockerClient) -> Iterator[str]:
+def base_id(docker_client: DockerClient, built_images: dict[str, str]) -> str:
+    """BASE's image ID, pinned: another session may rebuild `layerkit/base:latest` meanwhile
+    (the images built here keep the one they were built on)."""
+    return str(inspect_image(docker_client, BASE)["Id"])
+
+
+@pytest.fixture(scope="module")
+def fixture_image(docker_client: DockerClient, base_id: str) -> Iterator[str]:
     tag = f"layerkit-test/storage-{uuid.uuid4().hex[:8]}:1"
     try:
-        _build(docker_client, FIXTURE, tag)
+        _build(docker_client, FIXTURE.replace("{base}", base_id), tag)
         yield tag
     finally:
         _remove(docker_client, tag)
@@ -135,8 +145,8 @@ def test_storage_gives_what_the_save_gives(docker_client: DockerClient,
 
 
 def test_squash_from_storage_gives_the_same_filesystem(docker_client: DockerClient,
-                                                      fixture_image: str) -> None:
-    _squashed_alike(docker_client, fixture_image)
+                                                      fixture_image: str, base_id: str) -> None:
+    _squashed_alike(docker_client, fixture_image, base_id)
 
 
 def test_storage_entries_have_the_tar_forms(docker_client: DockerClient,
@@ -201,17 +211,17 @@ PREP = ("prep() { d=/r; rest=\"$1\"; while case \"$rest\" in */*) true;; *) fals
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient,
+def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient, base_id: str,
                                                   seed: int) -> None:
     rng = random.Random(seed)
     layers = random_forms(rng, min_layers=2)
     steps = [f"RUN mkdir -p /r && {PREP}; {_script(forms)}" for forms in layers]
     tag = f"layerkit-test/storage-random-{seed}-{uuid.uuid4().hex[:8]}:1"
     try:
-        _build(docker_client, f"FROM {BASE}\n" + "\n".join(steps) + "\n", tag)
+        _build(docker_client, f"FROM {base_id}\n" + "\n".join(steps) + "\n", tag)
         _same_everywhere(docker_client, tag)
         if len(layers) >= 2:
-            _squashed_alike(docker_client, tag)
+            _squashed_alike(docker_client, tag, base_id)
     finally:
         _remove(docker_client, tag)
 
@@ -219,6 +229,7 @@ def test_random_layer_stacks_give_the_same_report(docker_client: DockerClient,
 # --- the choice ---------------------------------------------------------------------------------
 
 INFO = {"Driver": "overlay2", "DriverStatus": [["Native Overlay Diff", "true"]]}
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout
 
 
 def test_auto_takes_storage_here(docker_client: DockerClient, fixture_image: str) -> None:
@@ -239,6 +250,25 @@ def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerCli
     assert missing in choice.reason
     with pytest.raises(UsageError, match="--source storage"):
         choose("storage", fixture_image, local=True, info=INFO, inspect=unreadable)
+
+
+def test_directories_this_user_cannot_read_mean_the_save(docker_client: DockerClient,
+                                                         fixture_image: str) -> None:
+    """The real directories, looked at by an unprivileged user (nobody): /var/lib/docker is
+    root's alone, so auto takes the save and says which directory it could not read."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root, to look as another user")
+    inspect = inspect_image(docker_client, fixture_image)
+    code = ("import json, sys; from layerkit.image.source import choose; "
+            "c = choose('auto', 'x', local=True, info=json.loads(sys.argv[1]), "
+            "inspect=json.loads(sys.argv[2])); print(c.name, c.reason)")
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         code, json.dumps(INFO), json.dumps(inspect)],
+        capture_output=True, text=True, check=True, timeout=60, env={"PYTHONPATH": ROOT})
+    name, reason = done.stdout.split(" ", 1)
+    assert name == "save"
+    assert "is not readable here" in reason
 
 
 def test_another_drivers_form_means_the_save(docker_client: DockerClient,
@@ -266,10 +296,10 @@ def test_a_remote_engine_url_means_the_save(fixture_image: str,
 
 
 def test_squash_with_archive_out_reads_the_save(docker_client: DockerClient, fixture_image: str,
-                                                tmp_path: Path) -> None:
+                                                base_id: str, tmp_path: Path) -> None:
     """--archive-out copies the kept layers' tars, which only a save has: auto takes the save,
     and --source storage is refused before anything is read."""
-    options = SquashOptions(archive_out=tmp_path / "out.tar", base=BASE, load=False,
+    options = SquashOptions(archive_out=tmp_path / "out.tar", base=base_id, load=False,
                             source="storage")
     with pytest.raises(UsageError, match="--source storage: --archive-out"):
         squash.squash(docker_client, fixture_image, options, os.environ)

@@ -9,7 +9,7 @@ import pytest
 
 from layerkit import __version__
 from layerkit.engine.client import DockerClient, connect
-from tests.swarm.harness import Harness, swarm_harness
+from tests.swarm.harness import Harness, start_registry, swarm_harness
 
 IMAGES = [f"layerkit/{name}:{__version__}" for name in ("haproxy", "webapp", "keepalived")]
 
@@ -26,3 +26,9 @@ def manager(harness: Harness) -> Iterator[DockerClient]:
     client = connect({"DOCKER_HOST": harness.manager.docker_host})
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def registry(harness: Harness, built_images: dict[str, str]) -> str:
+    """HOST:PORT of Debian's docker-registry on the harness network (gone with the harness)."""
+    return start_registry(harness, built_images["base"])

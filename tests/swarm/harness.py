@@ -28,13 +28,25 @@ RUN set -eux; apt-get update; \\
         docker.io iptables iproute2; \\
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 ENTRYPOINT []
-CMD ["dockerd", "--host=unix:///var/run/docker.sock", "--host=tcp://0.0.0.0:2375", "--tls=false"]
+"""
+REGISTRY_DOCKERFILE = """\
+FROM {base}
+RUN set -eux; apt-get update; \\
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry; \\
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \\
+    printf '%s\\n' 'version: 0.1' 'storage:' '  filesystem:' \\
+        '    rootdirectory: /var/lib/docker-registry' 'http:' '  addr: :5000' \\
+        > /etc/docker/registry/config.yml
+ENTRYPOINT []
+CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]
 """
 # --privileged is refused on this machine (no CAP_SYS_RESOURCE in the bounding set)
 NODE_FLAGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
               "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
               "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
               "--mount", "type=volume,dst=/var/lib/docker")
+DOCKERD = ("dockerd", "--host=unix:///var/run/docker.sock", "--host=tcp://0.0.0.0:2375",
+           "--tls=false")
 TEST_LABEL = "org.layerkit.test"
 
 
@@ -82,9 +94,10 @@ class Harness:
         return next(n for n in self.nodes if n.name.endswith(hostname) or n.name == hostname)
 
 
-def node_image(base: str) -> str:
-    text = NODE_DOCKERFILE.format(base=base)
-    tag = f"layerkit-test/swarm-node:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+def built(kind: str, dockerfile: str, base: str) -> str:
+    """A test image from an inline Dockerfile on our base, named by the text's hash."""
+    text = dockerfile.format(base=base)
+    tag = f"layerkit-test/{kind}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     if not docker("images", "-q", tag).strip():
         with tempfile.TemporaryDirectory() as ctx:
             (Path(ctx) / "Dockerfile").write_text(text)
@@ -126,15 +139,17 @@ def _join(nodes: Sequence[Node]) -> None:
 @contextlib.contextmanager
 def swarm_harness(images: Sequence[str], base: str, count: int = 3) -> Iterator[Harness]:
     tag = f"lksw-{secrets.token_hex(3)}"
-    image = node_image(base)
+    image = built("swarm-node", NODE_DOCKERFILE, base)
     try:
         docker("network", "create", "--label", f"{TEST_LABEL}={tag}", tag)
         info = json.loads(docker("network", "inspect", tag))[0]
         subnet = ipaddress.IPv4Network(info["IPAM"]["Config"][0]["Subnet"])
         names = [f"{tag}-n{i + 1}" for i in range(count)]
         for name in names:
+            # plain HTTP to the harness's registry (tests/swarm/conftest.py) on this network
             docker("run", "-d", "--name", name, "--hostname", name, "--network", tag,
-                   "--label", f"{TEST_LABEL}={tag}", *NODE_FLAGS, image)
+                   "--label", f"{TEST_LABEL}={tag}", *NODE_FLAGS, image, *DOCKERD,
+                   f"--insecure-registry={subnet}")
         nodes = tuple(Node(name, docker("inspect", "-f",
                                         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                                         name).strip()) for name in names)
@@ -145,6 +160,17 @@ def swarm_harness(images: Sequence[str], base: str, count: int = 3) -> Iterator[
         yield Harness(tag, tag, subnet, nodes)
     finally:
         cleanup(tag)
+
+
+def start_registry(harness: Harness, base: str) -> str:
+    """Debian's docker-registry in a container on the harness network: its HOST:PORT."""
+    image = built("registry", REGISTRY_DOCKERFILE, base)
+    name = f"{harness.tag}-registry"
+    docker("run", "-d", "--name", name, "--network", harness.network,
+           "--label", f"{TEST_LABEL}={harness.tag}", image)
+    address = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                     name).strip()
+    return f"{address}:5000"
 
 
 def cleanup(tag: str) -> None:

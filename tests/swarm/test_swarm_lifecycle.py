@@ -158,3 +158,16 @@ def test_a_name_used_by_a_single_engine_cluster_is_refused(harness: Harness,
         assert not swarm.find_services(manager, name)
     finally:
         cluster.down(manager, name)
+
+
+def test_a_name_used_by_a_swarm_cluster_is_refused_on_one_engine(harness: Harness,
+                                                                 manager: DockerClient) -> None:
+    name = unique_name("swo")
+    try:
+        assert swarm.up(manager, swarm.SwarmOptions(name=name, port=8086, lb=1), 1,
+                        wait=0).web == 1
+        code, output = cli(harness.manager.docker_host, "up", "--name", name, "--port", "0")
+        assert code == 2, output
+        assert "Swarm cluster" in output
+    finally:
+        swarm.down(manager, name)

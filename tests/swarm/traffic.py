@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Load:
     ok: int = 0
     failures: list[tuple[float, str]] = field(default_factory=list)
     seen: list[tuple[float, str]] = field(default_factory=list)
+    # (start, end, ok) of every request: what was sent when, for measures around an event
+    spans: list[tuple[float, float, bool]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -69,12 +72,24 @@ class Load:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and self.ok + len(self.failures) < self.max_requests \
                 and time.monotonic() < deadline:
+            start = time.monotonic()
             try:
                 self.seen.append((time.monotonic(), get_backend(self.url, self.subnet, 2.0)))
                 self.ok += 1
+                self.spans.append((start, time.monotonic(), True))
             except (OSError, AssertionError, http.client.HTTPException) as exc:
                 self.failures.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
+                self.spans.append((start, time.monotonic(), False))
             time.sleep(self.interval)
+
+    def longest_silence(self, start: float, end: float) -> float:
+        """The longest time in [start, end] without a successful answer arriving."""
+        times = sorted(e for _, e, ok in self.spans if ok and start < e < end)
+        edges = [start, *times, end]
+        return max(b - a for a, b in itertools.pairwise(edges))
+
+    def failed_sent_after(self, moment: float) -> int:
+        return sum(1 for s, _, ok in self.spans if not ok and s >= moment)
 
     def ok_after(self, moment: float) -> int:
         return sum(1 for t, _ in self.seen if t > moment)

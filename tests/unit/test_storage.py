@@ -100,8 +100,11 @@ def test_contents_are_read_only_to_tell_same_sized_versions_apart(tmp_path: Path
     assert digests[0, "meta"] == digests[1, "meta"] is not None  # equal: a copy-up
     assert digests[0, "same"] != digests[1, "same"]          # equal heads: read whole
     assert not digests[0, "same"].startswith("head:")  # type: ignore[union-attr]
-    everything = storage.read_image("img:1", (), where, hash_layers=lambda i: i == 0)
-    assert all(e.digest for e in everything.layers[0].entries)
+    merged = storage.read_image("img:1", (), where, visible_from=0)  # a squash of both
+    digests = {(lay.index, e.path): e.digest for lay in merged.layers for e in lay.entries}
+    assert all(digests[1, path] for path in ("same", "other", "meta"))  # what the tree shows
+    assert digests[0, "alone"] is not None
+    assert digests[0, "other"] is None  # replaced above, and no same-sized version to tell
 
 
 def test_a_layer_gone_midway_is_an_error_naming_the_image(tmp_path: Path,
@@ -146,3 +149,13 @@ def test_other_forms_are_not_overlay2_layer_dirs() -> None:
 def test_saved_refs_are_the_names_a_save_gives(ref: str, names: tuple[str, ...]) -> None:
     tags = ["layerkit/base:latest", "layerkit/base:0.1.0", "debian:12"]
     assert storage.saved_refs(ref, tags) == names
+
+
+def test_whiteouts_are_never_opened(tmp_path: Path) -> None:
+    """A whiteout is a `.wh.` entry with no such file in the directory: reading every content
+    (a squash's range) or comparing same-named versions must not try to open it."""
+    where = _image(tmp_path, [{"a": b"1"}, {}, {}])
+    _whiteout(where.dirs[1] / "a")
+    _whiteout(where.dirs[2] / "a")
+    image = storage.read_image("img:1", (), where, visible_from=0)
+    assert [e.path for lay in image.layers for e in lay.entries] == ["a", ".wh.a", ".wh.a"]
