@@ -18,6 +18,11 @@ def human_bytes(n: int) -> str:
     return f"{size:.1f} GB"  # pragma: no cover - loop always returns
 
 
+def plural(n: int, word: str) -> str:
+    """'1 network', '3 networks'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def tabulate(rows: Any, **options: Any) -> str:
     """`tabulate.tabulate`, imported on first use: it loads importlib.metadata, about 50 ms
     that JSON output does not need."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerkit.analyze.diff import ImageDiff
-from layerkit.render import dump_json, human_bytes, tabulate
+from layerkit.render import dump_json, human_bytes, plural, tabulate
 
 __all__ = ["diff_json", "diff_table"]
 
@@ -16,17 +16,13 @@ def _short(text: str, width: int = 50) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def diff_table(diff: ImageDiff, *, limit: int = 200) -> str:
     if diff.identical:
         return f"{diff.ref_a} and {diff.ref_b} are identical ({diff.id_a[:19]})"
     head = (f"{diff.ref_a} -> {diff.ref_b}: {diff.shared_layers} of "
-            f"{_plural(len(diff.layers), 'layer')} shared; {_plural(diff.count('added'), 'file')}"
+            f"{plural(len(diff.layers), 'layer')} shared; {plural(diff.count('added'), 'file')}"
             f" added, {diff.count('removed')} removed, {diff.count('changed')} changed; "
-            f"{_plural(len(diff.config), 'config change')}")
+            f"{plural(len(diff.config), 'config change')}")
     parts = [head]
     differing = [p for p in diff.layers if not p.same]
     if differing:

@@ -85,7 +85,8 @@ def up_cmd(
     _fail_unless_ready(result.ready, wait, name, scale)
 
 
-@app.command("scale")
+# a negative N reaches the range check (exit 2, "out of range") instead of being read as an option
+@app.command("scale", context_settings={"ignore_unknown_options": True})
 @fails_cleanly
 def scale_cmd(
     n: Annotated[int, typer.Argument(help="Number of web apps wanted.")],

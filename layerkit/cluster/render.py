@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from layerkit.cluster.cluster import DownResult, ScaleResult, UpResult
 from layerkit.cluster.view import ClusterStatus
-from layerkit.render import dump_json, tabulate
+from layerkit.render import dump_json, plural, tabulate
 
 
 def cluster_status_table(status: ClusterStatus) -> str:
@@ -71,8 +71,8 @@ def scale_json(result: ScaleResult) -> str:
 def down_text(result: DownResult) -> str:
     if not (result.containers or result.networks or result.volumes):
         return f"cluster {result.name}: nothing to remove"
-    return (f"cluster {result.name}: removed {len(result.containers)} containers, "
-            f"{len(result.networks)} networks, {len(result.volumes)} volumes")
+    return (f"cluster {result.name}: removed {plural(len(result.containers), 'container')}, "
+            f"{plural(len(result.networks), 'network')}, {plural(len(result.volumes), 'volume')}")
 
 
 def down_json(result: DownResult) -> str:

@@ -166,3 +166,16 @@ def test_readiness_matches_servers_by_name_and_address() -> None:
                                      ("demo-web-bbbbbb", "172.18.0.4")}
     replaced = {("demo-web-aaaaaa", "172.18.0.3"), ("demo-web-cccccc", "172.18.0.4")}
     assert serving_members(view) != replaced
+
+
+def test_scale_minus_one_says_out_of_range_as_up_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    for args in (["scale", "-1"], ["up", "--scale", "-1"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "out of range" in result.output, result.output
+
+
+def test_down_counts_in_words_that_agree() -> None:
+    text = report.down_text(cluster.DownResult("demo", ("a",), ("n",), ()))
+    assert text == "cluster demo: removed 1 container, 1 network, 0 volumes"
