@@ -75,6 +75,7 @@ def squash_cmd(
         tag=tag, base=base, last=last, all_layers=all_layers, archive=archive,
         archive_out=archive_out, load=not no_load, reproducible=reproducible,
         verify=not no_verify, low_disk=low_disk, source=source.value)
+    squash.check_range(base=base is not None, last=last, all_layers=all_layers)
     needs_engine = archive is None or (tag is not None and not no_load)
     client = connect(os.environ) if needs_engine else None
 

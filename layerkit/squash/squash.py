@@ -37,12 +37,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from layerkit.engine.client import DockerClient
 from layerkit.engine.images import find_image, inspect_image, load_image, remove_image, tag_image
 from layerkit.engine.save import info_unix, save_image, socket_path
-from layerkit.errors import NotFound, NothingToSquash, SquashError, UsageError, VerifyFailed
+from layerkit.errors import NotFound, SquashError, UsageError, VerifyFailed
 from layerkit.image import storage
 from layerkit.image.archive import Archive, Layer, SavedImage, layer_tar_chunks, read_archive
 from layerkit.image.source import choose
@@ -57,6 +57,7 @@ from layerkit.squash.config import (
     squashed_config,
 )
 from layerkit.squash.dirlayer import write_layer_from_dirs
+from layerkit.squash.layer_range import check_range, choose_start
 from layerkit.squash.merge import (
     MergePlan,
     WrittenLayer,
@@ -68,35 +69,12 @@ from layerkit.squash.results import Phases, SquashOptions, SquashResult
 from layerkit.squash.spool import Spool
 from layerkit.squash.verify import result_matches
 
-__all__ = ["Phases", "SquashOptions", "SquashResult", "choose_start", "squash"]
+__all__ = ["Phases", "SquashOptions", "SquashResult", "check_range", "choose_start", "squash"]
 
 logger = logging.getLogger(__name__)
 
 OnPhase = Callable[[str], None]
 T = TypeVar("T")
-
-
-def choose_start(layers: int, *, base_layers: Sequence[str] | None, source_layers: Sequence[str],
-                 last: int | None, all_layers: bool) -> int:
-    """Index of the first layer squashed; NothingToSquash when fewer than two are in range."""
-    chosen = sum([base_layers is not None, last is not None, all_layers])
-    if chosen != 1:
-        raise UsageError("choose exactly one of --from BASE, --last N or --all")
-    if all_layers:
-        start = 0
-    elif last is not None:
-        if last < 1 or last > layers:
-            raise UsageError(f"--last {last}: the image has {layers} rootfs layers")
-        start = layers - last
-    else:
-        assert base_layers is not None
-        if list(source_layers[: len(base_layers)]) != list(base_layers):
-            raise UsageError("--from: the image is not built on that base (its layers differ)")
-        start = len(base_layers)
-    if layers - start < 2:
-        raise NothingToSquash(f"nothing to squash: {layers - start} layer(s) in range "
-                              f"({layers} in the image)")
-    return start
 
 
 def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
@@ -106,6 +84,7 @@ def squash(client: DockerClient | None, ref: str | None, opts: SquashOptions,
         raise UsageError("say where the result goes: -t NEW_TAG and/or --archive-out FILE")
     if opts.load and opts.tag is not None and client is None:
         raise UsageError("loading the result needs an engine (or pass --no-load)")
+    check_range(base=opts.base is not None, last=opts.last, all_layers=opts.all_layers)
     collecting = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: collections would rescan them again and again
     _one_malloc_arena()
@@ -132,6 +111,16 @@ def _one_malloc_arena() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX = 1
 
 
+class _EngineRange(NamedTuple):
+    """An engine's image and the range chosen in it, before its layers are read."""
+
+    client: DockerClient
+    ref: str
+    info: dict[str, Any]
+    source_layers: list[str]
+    start: int
+
+
 class _Run:
     """One squash: the state shared by its phases."""
 
@@ -147,11 +136,16 @@ class _Run:
         self.storage: LayerDirs | None = None  # the layer directories read, if they were
 
     def run(self) -> SquashResult:
-        image, start = self._timed("read", self._read)
+        # an engine's image: its range is checked before the read begins (an archive must be read)
+        planned = None if self.opts.archive is not None else self._engine_range()
+        image, start = self._timed("read", lambda: self._read(planned))
         layer_path = self.tmp / "layer.tar"
-        plan = self._timed("merge", lambda: plan_merge([lay.entries for lay in image.layers],
-                                                       start))
-        written = self._timed("merge", lambda: self._merge(image, plan, layer_path))
+
+        def merge() -> tuple[MergePlan, WrittenLayer]:
+            plan = plan_merge([lay.entries for lay in image.layers], start)
+            return plan, self._merge(image, plan, layer_path)
+
+        plan, written = self._timed("merge", merge)
         created = created_time(reproducible=self.opts.reproducible, environ=self.environ,
                                source_config=image.config)
         config = squashed_config(image, start, written.diff_id, created)
@@ -174,7 +168,8 @@ class _Run:
         return self._result(image, start, plan, written, new_id=new_id, loaded=loaded)
 
     def _timed(self, phase: str, step: Callable[[], T]) -> T:
-        self.on_phase(phase)
+        if phase not in self.times:  # a phase that runs in two parts is announced once
+            self.on_phase(phase)
         started = time.perf_counter()
         try:
             return step()
@@ -185,19 +180,24 @@ class _Run:
 
     # --- read --------------------------------------------------------------------------------
 
-    def _read(self) -> tuple[SavedImage, int]:
-        if self.opts.archive is not None:
-            if not self.opts.archive.is_file():
-                raise NotFound(f"no archive at {self.opts.archive}")
-            archive = read_archive(self.opts.archive, hash_content=self.opts.verify)
-            image = _pick(archive, self.ref)
-            return image, self._start(image, archive)
+    def _engine_range(self) -> _EngineRange:
         client, ref = self._engine_source()
         info = inspect_image(client, ref)
         source_layers = list(info.get("RootFS", {}).get("Layers") or [])
         start = choose_start(len(source_layers), base_layers=self._base_layers(None),
                              source_layers=source_layers, last=self.opts.last,
                              all_layers=self.opts.all_layers)
+        return _EngineRange(client, ref, info, source_layers, start)
+
+    def _read(self, planned: _EngineRange | None) -> tuple[SavedImage, int]:
+        if planned is None:
+            assert self.opts.archive is not None
+            if not self.opts.archive.is_file():
+                raise NotFound(f"no archive at {self.opts.archive}")
+            archive = read_archive(self.opts.archive, hash_content=self.opts.verify)
+            image = _pick(archive, self.ref)
+            return image, self._start(image, archive)
+        client, ref, info, source_layers, start = planned
         self.storage = self._layer_dirs(ref, info)
         if self.storage is not None:
             names = storage.saved_refs(ref, info.get("RepoTags") or [])

@@ -75,3 +75,23 @@ def test_unwritable_report_dir_is_one_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: --out /proc/nope")
     assert "Traceback" not in result.stderr
+
+
+def test_range_options_are_refused_before_the_engine_is_asked_or_a_phase_begins(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    for args in (["--last", "0"], ["--last", "2", "--all"], []):
+        result = runner.invoke(app, ["squash", "some/image:1", "-t", "some/image:2", *args])
+        assert result.exit_code == 2, result.output
+        assert "squash:" not in result.stderr  # no phase line before the error
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_each_phase_is_announced_once(tmp_path: Path) -> None:
+    src = write_source(tmp_path)
+    result = runner.invoke(app, ["squash", "--archive", str(src), "--all",
+                                 "--archive-out", str(tmp_path / "o.tar"), "--no-load"])
+    assert result.exit_code == 0, result.stderr
+    phases = [line for line in result.stderr.splitlines() if line.startswith("squash: ")]
+    assert phases == ["squash: read ...", "squash: merge ...", "squash: load ...",
+                      "squash: verify ..."]
