@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from layerkit import __version__
-from layerkit.cli.common import EXAMPLES, app, configure_logging, examples, out
+from layerkit.cli.common import app, configure_logging, out
 
 # each command module adds its commands to `app` when imported, and --help lists them in this order
 # isort: split
@@ -20,10 +20,6 @@ from layerkit.cli import doctor, build, analyze, diff, squash, cluster  # noqa: 
 
 __all__ = ["COMMAND_MODULES", "app", "main"]
 COMMAND_MODULES = (doctor, build, analyze, diff, squash, cluster)
-
-for _command in app.registered_commands:  # every --help ends with examples
-    if _command.epilog is None and _command.name in EXAMPLES:
-        _command.epilog = examples(*EXAMPLES[_command.name])
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, fails_cleanly, out
+from layerkit.cli.common import OutputFormat, app, err, examples, fails_cleanly, out
 from layerkit.errors import ClusterError, UsageError
 
 ClusterName = Annotated[str, typer.Option(
@@ -17,7 +17,10 @@ WaitSeconds = Annotated[float, typer.Option(
     "--wait", help="Seconds to wait until every web app serves (0: do not wait).")]
 
 
-@app.command("up")
+@app.command("up", epilog=examples(
+    "layerkit up --scale 3",
+    "layerkit up --scale 5 --name staging --bind 127.0.0.1",
+    "DOCKER_HOST=tcp://manager:2375 layerkit up --swarm --scale 6 --lb 2 --vip 10.1.0.250/24"))
 @fails_cleanly
 def up_cmd(
     *,
@@ -86,7 +89,8 @@ def up_cmd(
 
 
 # a negative N reaches the range check (exit 2, "out of range") instead of being read as an option
-@app.command("scale", context_settings={"ignore_unknown_options": True})
+@app.command("scale", context_settings={"ignore_unknown_options": True}, epilog=examples(
+    "layerkit scale 8", "layerkit scale 2 --name staging"))
 @fails_cleanly
 def scale_cmd(
     n: Annotated[int, typer.Argument(help="Number of web apps wanted.")],
@@ -118,7 +122,9 @@ def scale_cmd(
     _fail_unless_ready(result.ready, wait, name, n)
 
 
-@app.command("status")
+@app.command("status", epilog=examples(
+    "layerkit status",
+    "layerkit status --name staging --format json"))
 @fails_cleanly
 def status_cmd(
     *,
@@ -149,7 +155,9 @@ def status_cmd(
               else report.cluster_status_table(result), markup=False)
 
 
-@app.command("down")
+@app.command("down", epilog=examples(
+    "layerkit down",
+    "layerkit down --name staging"))
 @fails_cleanly
 def down_cmd(
     *,
@@ -201,7 +209,9 @@ def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
                            hint=f"`layerkit status --name {name}`")
 
 
-@app.command("push")
+@app.command("push", epilog=examples(
+    "layerkit push --registry registry.lan:5000",
+    "layerkit up --swarm --registry registry.lan:5000 --scale 6"))
 @fails_cleanly
 def push_cmd(
     *,
@@ -225,7 +235,9 @@ def push_cmd(
               else report.push_text(pushed), markup=False)
 
 
-@app.command("logs")
+@app.command("logs", epilog=examples(
+    "layerkit logs",
+    "layerkit logs --name staging --role lb --since 10m --follow"))
 @fails_cleanly
 def logs_cmd(
     *,

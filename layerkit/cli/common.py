@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "EXAMPLES",
     "PACKAGE_DIR",
     "OutputFormat",
     "Printer",
@@ -197,24 +196,6 @@ def check_archive_path(path: Path) -> None:
 def examples(*lines: str) -> str:
     """A --help epilog of example command lines, kept as written (not re-wrapped)."""
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
-
-
-# examples for the commands whose modules do not give their own (applied by cli/app.py)
-EXAMPLES: dict[str, tuple[str, ...]] = {
-    "squash": ("layerkit squash myapp:1 -t myapp:1-squashed --from layerkit/base:latest",
-               "layerkit squash myapp:1 -t myapp:1 --last 3",
-               "layerkit squash --archive app.tar --all --archive-out flat.tar -t app:flat "
-               "--no-load"),
-    "up": ("layerkit up --scale 3", "layerkit up --scale 5 --name staging --bind 127.0.0.1",
-           "DOCKER_HOST=tcp://manager:2375 layerkit up --swarm --scale 6 --lb 2 "
-           "--vip 10.1.0.250/24"),
-    "scale": ("layerkit scale 8", "layerkit scale 2 --name staging"),
-    "status": ("layerkit status", "layerkit status --name staging --format json"),
-    "down": ("layerkit down", "layerkit down --name staging"),
-    "logs": ("layerkit logs", "layerkit logs --name staging --role lb --since 10m --follow"),
-    "push": ("layerkit push --registry registry.lan:5000",
-             "layerkit up --swarm --registry registry.lan:5000 --scale 6"),
-}
 
 
 def explain(ctx: typer.Context, param: str, value: object) -> None:

@@ -15,12 +15,16 @@ from layerkit.cli.common import (
     check_archive_path,
     check_image_ref,
     err,
+    examples,
     fails_cleanly,
     out,
 )
 
 
-@app.command("squash")
+@app.command("squash", epilog=examples(
+    "layerkit squash myapp:1 -t myapp:1-squashed --from layerkit/base:latest",
+    "layerkit squash myapp:1 -t myapp:1 --last 3",
+    "layerkit squash --archive app.tar --all --archive-out flat.tar -t app:flat --no-load"))
 @fails_cleanly
 def squash_cmd(
     image: Annotated[str | None, typer.Argument(
