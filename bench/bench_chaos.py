@@ -1,7 +1,7 @@
 """A chaos run against one cluster: random kills, stops, starts, HAProxy worker kills, Serf
 restarts and scale changes, with a bounded request loop through the published port all along.
 
-Targets (issue: the cluster under faults): no failed request except around a killed process
+Targets: no failed request except around a killed process
 (counted apart), no reload for a membership change, HAProxy's servers equal to the running web
 apps within 3 s of the last event, the config valid at every sample. Requests go to 127.0.0.1
 only; the loop is bounded in count and time.
