@@ -153,6 +153,8 @@ class PooledHTTPServer(HTTPServer):
     def _serve(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client went first (HAProxy's checks do): nothing to answer, no traceback
         except Exception:
             self.handle_error(request, client_address)
         finally:

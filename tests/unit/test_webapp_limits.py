@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -60,3 +62,23 @@ def test_haproxy_sends_a_server_no_more_than_its_workers() -> None:
     found = re.search(r"maxconn (\d+)", SERVER_OPTIONS)
     assert found
     assert int(found.group(1)) <= WORKERS
+
+
+def test_a_client_that_resets_its_connection_leaves_no_traceback(
+        capsys) -> None:  # type: ignore[no-untyped-def]
+    server = make_server("127.0.0.1", 0, AppState("t", "h"), workers=2)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        for _ in range(3):  # connect, send half a request, reset (SO_LINGER 0)
+            with socket.create_connection(server.server_address, timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\n")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200  # served after the resets
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capsys.readouterr().err
