@@ -75,7 +75,11 @@ def host_port(url: str) -> tuple[str, int]:
 
 def get_backend(url: str, timeout: float = 5.0) -> str:
     """One request on a new connection; the address of the web app that answered."""
-    host, port = host_port(url)
+    return get_backend_at(*host_port(url), timeout=timeout)
+
+
+def get_backend_at(host: str, port: int, timeout: float = 5.0) -> str:
+    """The same, to an address the caller has checked is one the tests may talk to."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/")

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tests.engine.cluster_helpers import get_backend_at
+
 
 def target(url: str, subnet: ipaddress.IPv4Network) -> tuple[str, int]:
     parts = urlsplit(url)
@@ -22,17 +24,7 @@ def target(url: str, subnet: ipaddress.IPv4Network) -> tuple[str, int]:
 
 
 def get_backend(url: str, subnet: ipaddress.IPv4Network, timeout: float = 3.0) -> str:
-    host, port = target(url, subnet)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise AssertionError(f"HTTP {response.status}")
-        return response.getheader("x-backend-ip") or "?"
-    finally:
-        conn.close()
+    return get_backend_at(*target(url, subnet), timeout=timeout)
 
 
 def backends(url: str, subnet: ipaddress.IPv4Network, requests: int = 30) -> set[str]:
