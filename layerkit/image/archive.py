@@ -18,7 +18,9 @@ Public API:
   digest of every regular file to its `Entry` (needed for content fingerprints and exact
   copy-up causes). It is XXH3-128, not sha256: it only tells equal contents from different ones
   within one run, and it is several times faster, CPU the engine needs while it writes the
-  stream (docs/analyze.md).
+  stream (docs/analyze.md). `on_layer(start, end, digest)`, if given, hears of every
+  uncompressed layer tar once it has passed: the stream offsets of its first header byte and of
+  its end, and its sha256 (its diff_id), so a tee of the stream can drop it again (squash's spool).
 - `Archive.images: tuple[SavedImage, ...]`, each with `layers: tuple[Layer, ...]` (oldest first),
   `history`, `config` and `refs`. `Layer.entries` are the layer tar's entries, whiteouts included
   and uninterpreted (`fsview` interprets them).
@@ -31,10 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import io
 import posixpath
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -54,7 +57,16 @@ from layerkit.image.records import (
     SavedImage,
 )
 from layerkit.image.streams import Bounded, ChunkReader, GzipReader, ZstdReader
-from layerkit.image.tarstream import BLOCK, BadHeader, Counted, Header, headers, is_header
+from layerkit.image.tarstream import (
+    BLOCK,
+    NO_DATA,
+    BadHeader,
+    Counted,
+    Header,
+    headers,
+    is_header,
+    padded,
+)
 
 __all__ = [
     "Archive",
@@ -76,6 +88,7 @@ JSON_LIMIT = 16 << 20            # bigger non-tar members are not configs or man
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _EMPTY_DIGEST = "xxh3:" + xxh3_128_hexdigest(b"")
+Passed = Callable[[int, int, str], None]  # see `on_layer`
 _KINDS: dict[bytes, EntryKind] = {
     b"0": "file", b"7": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
     b"3": "char", b"4": "block", b"6": "fifo",
@@ -103,47 +116,62 @@ def gc_paused() -> Iterator[None]:
 
 
 def read_archive(source: str | Path | IO[bytes] | Iterable[bytes], *,
-                 hash_content: bool = False) -> Archive:
+                 hash_content: bool = False, on_layer: Passed | None = None) -> Archive:
     """Read a saved image archive in one pass; see the module docstring."""
     with gc_paused():
-        return _read_archive(source, hash_content)
+        return _read_archive(source, hash_content, on_layer)
 
 
 def _read_archive(source: str | Path | IO[bytes] | Iterable[bytes],
-                  hash_content: bool) -> Archive:
+                  hash_content: bool, on_layer: Passed | None) -> Archive:
     if isinstance(source, str | Path):
         # a buffer smaller than the 1 MiB reads of file data: those go straight to their
         # destination, and only headers and small files pass through the buffer
         with open(source, "rb", buffering=FILE_BUFSIZE) as fh:
-            return _read_archive(fh, hash_content)
+            return _read_archive(fh, hash_content, on_layer)
     stream = source if isinstance(source, io.IOBase) else ChunkReader(source)
     found = Found()
     counted = Counted(cast(IO[bytes], stream))
     with _archive_errors("archive"):
+        start = 0  # where the member's first header block (extension headers included) is
         for member in headers(counted):
-            _take(counted, member, found, hash_content)
+            digest = _take(counted, member, found, hash_content, on_layer is not None)
+            end = member.offset + padded(member.size if member.type not in NO_DATA else 0)
+            if on_layer is not None and digest is not None:
+                counted.skip(end - counted.pos)  # its padding: the member has wholly passed
+                on_layer(start, end, digest)
+            start = end
     return assemble(found)
 
 
-def _take(stream: Counted, member: Header, found: Found, hashing: bool) -> None:
+def _take(stream: Counted, member: Header, found: Found, hashing: bool,
+          layer_sha: bool) -> str | None:
+    """Note `member` in `found`; with `layer_sha`, the sha256 of an uncompressed layer tar
+    (read to its last byte), else None."""
     name = norm(member.name)
     found.names.add(name)
     if member.type in (b"1", b"2"):
         # docker save stores a layer that occurs twice once, and links the second place to it
         base = posixpath.dirname(name) if member.type == b"2" else ""
         found.aliases[name] = norm(posixpath.join(base, member.linkname))
-        return
+        return None
     if _kind(member, name) != "file":
-        return
+        return None
     head = stream.read_exact(min(BLOCK, member.size))
     compression = _compression(head)
     if compression is not None:
-        data = cast(IO[bytes], Bounded(stream, member.size, head))
+        sha = hashlib.sha256() if layer_sha and compression == "none" else None
+        data = Bounded(stream, member.size, head, sha)
         with _archive_errors(f"layer {name}"):
-            entries = tuple(_layer_entries(decompressed(data, compression), hashing))
+            raw = decompressed(cast(IO[bytes], data), compression)
+            entries = tuple(_layer_entries(raw, hashing))
+            while sha is not None and data.take(BUFSIZE):
+                pass  # what follows the tar's end marker counts for the digest too
         found.blobs[name] = Blob(compression, member.size, member.offset, entries)
-    elif member.size <= JSON_LIMIT and head[:1] in (b"{", b"["):
+        return None if sha is None else f"sha256:{sha.hexdigest()}"
+    if member.size <= JSON_LIMIT and head[:1] in (b"{", b"["):
         found.docs[name] = head + stream.read_exact(member.size - len(head))
+    return None
 
 
 def _compression(head: bytes) -> Compression | None:

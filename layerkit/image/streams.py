@@ -4,6 +4,7 @@ chunks that copies each byte once."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from collections.abc import Iterable
@@ -24,12 +25,17 @@ _ZSTD_INPUT = 128 << 10  # zstd input fed per step: decompressobj has no output 
 class Bounded(io.RawIOBase):
     """The next `size` bytes of a stream; the stream ending sooner means a truncated archive.
     `head`, already taken off the stream, is served first (a peek that costs no buffer layer).
-    Unbuffered on purpose: reads go straight to the stream, with no copy of their own."""
+    Unbuffered on purpose: reads go straight to the stream, with no copy of their own. With
+    `sha`, every byte taken off the stream (and `head`) also goes into that hash."""
 
-    def __init__(self, stream: Counted, size: int, head: bytes = b"") -> None:
+    def __init__(self, stream: Counted, size: int, head: bytes = b"",
+                 sha: hashlib._Hash | None = None) -> None:
         self.stream = stream
         self.head = head
         self.left = size - len(head)
+        self.sha = sha
+        if sha is not None:
+            sha.update(head)
 
     def readable(self) -> bool:
         return True
@@ -42,9 +48,12 @@ class Bounded(io.RawIOBase):
             return size
         if self.left <= 0:
             return 0
-        got = self.stream.readinto(memoryview(buf)[: self.left])
+        view = memoryview(buf)[: self.left]
+        got = self.stream.readinto(view)
         if not got:
             raise EOFError("the archive ends inside a member")
+        if self.sha is not None:
+            self.sha.update(view[:got])
         self.left -= got
         return got
 
@@ -59,6 +68,8 @@ class Bounded(io.RawIOBase):
         view = self.stream.take(min(size, self.left))
         if not view:
             raise EOFError("the archive ends inside a member")
+        if self.sha is not None:
+            self.sha.update(view)
         self.left -= len(view)
         return view
 
@@ -76,6 +87,8 @@ class Bounded(io.RawIOBase):
         self.left -= len(data)
         if not data:
             raise EOFError("the archive ends inside a member")
+        if self.sha is not None:
+            self.sha.update(data)
         return data
 
 

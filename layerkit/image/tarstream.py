@@ -24,6 +24,7 @@ __all__ = [
     "byte_sum",
     "headers",
     "is_header",
+    "padded",
     "parse_number",
 ]
 

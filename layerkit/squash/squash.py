@@ -237,9 +237,10 @@ class _Run:
             # kept layers are not read again (unless --archive-out copies them): not spooled
             drop = set() if self.opts.archive_out else \
                 set(source_layers[:start]) - set(source_layers[start:])
-            with open(self.spool, "wb") as fh:
+            with open(self.spool, "w+b") as fh:
                 spool = Spool(fh, drop)
-                image = read_archive(spool.tee(stream), hash_content=self.opts.verify).images[0]
+                image = read_archive(spool.tee(stream), hash_content=self.opts.verify,
+                                     on_layer=spool.passed).images[0]
             self.spooled = spool.offset
             return image
 

@@ -22,7 +22,8 @@ def spooled(archive: bytes, drop: set[str], chunk: int) -> tuple[Spool, bytes, o
     out = io.BytesIO()
     spool = Spool(out, drop)
     chunks = (archive[i:i + chunk] for i in range(0, len(archive), chunk))
-    image = read_archive(spool.tee(chunks), hash_content=True).images[0]
+    image = read_archive(spool.tee(chunks), hash_content=True,
+                         on_layer=spool.passed).images[0]
     return spool, out.getvalue(), image
 
 
@@ -62,3 +63,27 @@ def test_nothing_to_drop_is_a_plain_copy() -> None:
     assert archive.startswith(data)
     assert not archive[len(data):].strip(b"\0")
     assert spool.offset(12345) == 12345
+
+
+class PeakFile(io.BytesIO):
+    """A spool file that remembers the largest size it has had."""
+
+    peak = 0
+
+    def write(self, data: object) -> int:
+        written = super().write(data)  # type: ignore[arg-type]
+        self.peak = max(self.peak, self.tell())
+        return written
+
+
+def test_a_kept_layer_is_gone_before_the_next_arrives() -> None:
+    big1, big2 = layer(file("one", 40000)), layer(file("two", 40000))
+    archive = legacy_archive(Image([big1, big2, TOP2]))
+    for chunk in (1000, 1 << 16):
+        out = PeakFile()
+        spool = Spool(out, {sha(big1), sha(big2)})
+        chunks = (archive[i:i + chunk] for i in range(0, len(archive), chunk))
+        read_archive(spool.tee(chunks), on_layer=spool.passed)
+        # never both kept layers on disk at once, and neither one at the end
+        assert out.peak < len(big1) + len(big2)
+        assert len(out.getvalue()) < len(archive) - len(big1) - len(big2)
