@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from layerkit.cli.common import OutputFormat, app, err, examples, fails_cleanly, out
 from layerkit.errors import ClusterError, UsageError
+
+if TYPE_CHECKING:
+    from layerkit.cluster.swarm import SwarmOptions
 
 ClusterName = Annotated[str, typer.Option(
     "--name", "-n", envvar="LAYERKIT_CLUSTER", help="Cluster name; several run side by side.")]
@@ -67,8 +70,10 @@ def up_cmd(
 
     cluster.validate_wait(wait)
     if swarm_mode:
-        _up_swarm(name=name, scale=scale, port=port, lb=2 if lb is None else lb, vip=vip,
-                  registry=registry, forget_after=forget_after, wait=wait, output=output)
+        _up_swarm(swarm.SwarmOptions(
+            name=name, port=port, lb=2 if lb is None else lb, vip=vip, registry=registry,
+            forget_after=forget_after, memory=memory, pids=pids, log_size=log_size,
+            log_files=log_files), scale, wait=wait, output=output)
         return
     if lb is not None or vip is not None or registry is not None:
         raise UsageError("--lb, --vip and --registry need --swarm")
@@ -184,23 +189,19 @@ def down_cmd(
               else report.down_text(result), markup=False)
 
 
-def _up_swarm(*, name: str, scale: int, port: int, lb: int, vip: str | None,
-              registry: str | None, forget_after: int, wait: float, output: OutputFormat
-              ) -> None:
+def _up_swarm(opts: SwarmOptions, scale: int, *, wait: float, output: OutputFormat) -> None:
     from layerkit.cluster import swarm
     from layerkit.cluster import swarmrender as report
     from layerkit.cluster.cluster import validate_scale
     from layerkit.engine.client import connect
 
-    opts = swarm.SwarmOptions(name=name, port=port, lb=lb, vip=vip, registry=registry,
-                              forget_after=forget_after)
     swarm.validate_options(opts)  # bad input is exit 2 before any engine is asked
     validate_scale(scale)
     result = swarm.up(connect(os.environ), opts, scale, wait=wait,
                       on_progress=lambda what: err.print(f"starting {what}", markup=False))
     out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
               markup=False)
-    _fail_unless_ready(result.ready, wait, name, scale)
+    _fail_unless_ready(result.ready, wait, opts.name, scale)
 
 
 def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:

@@ -74,14 +74,19 @@ def validate_options(opts: ClusterOptions) -> None:
     if not 0 < opts.forget_after <= MAX_FORGET_SECONDS:
         raise UsageError(f"--forget-after {opts.forget_after} must be 1 to "
                          f"{MAX_FORGET_SECONDS} seconds")
-    if size_bytes(opts.memory) < MIN_MEMORY:
-        raise UsageError(f"--memory {opts.memory!r} must be a size like 256m, at least "
+    validate_limits(opts.memory, opts.pids, opts.log_size, opts.log_files)
+
+
+def validate_limits(memory: str, pids: int, log_size: str, log_files: int) -> None:
+    """The per-container limits, the same for one engine and for Swarm."""
+    if size_bytes(memory) < MIN_MEMORY:
+        raise UsageError(f"--memory {memory!r} must be a size like 256m, at least "
                          f"{MIN_MEMORY >> 20}m")
-    if size_bytes(opts.log_size) < 1 << 10 or not 1 <= opts.log_files <= 100:
-        raise UsageError(f"--log-size {opts.log_size!r} must be a size like 10m and "
+    if size_bytes(log_size) < 1 << 10 or not 1 <= log_files <= 100:
+        raise UsageError(f"--log-size {log_size!r} must be a size like 10m and "
                          "--log-files 1 to 100")
-    if not 32 <= opts.pids <= MAX_PIDS:
-        raise UsageError(f"--pids {opts.pids} must be 32 to {MAX_PIDS}")
+    if not 32 <= pids <= MAX_PIDS:
+        raise UsageError(f"--pids {pids} must be 32 to {MAX_PIDS}")
 
 
 def size_bytes(text: str) -> int:

@@ -30,6 +30,7 @@ from layerkit.cluster.cluster import (
     validate_name,
     validate_scale,
 )
+from layerkit.cluster.options import size_bytes, validate_limits
 from layerkit.cluster.registry import push_all, validate_registry
 from layerkit.cluster.swarmview import SwarmStatus, lb_endpoints, read_status, serving
 from layerkit.engine.client import DockerClient
@@ -41,6 +42,7 @@ from layerkit.engine.swarm import (
     ServiceRequest,
     SwarmNode,
     SwarmService,
+    TaskLimits,
     create_overlay,
     create_secret,
     create_service,
@@ -78,6 +80,10 @@ class SwarmOptions:
     lb_image: str = f"layerkit/haproxy:{__version__}"
     web_image: str = f"layerkit/webapp:{__version__}"
     vip_image: str = f"layerkit/keepalived:{__version__}"
+    memory: str = "256m"       # per task, as on one engine (cluster.options)
+    pids: int = 256
+    log_size: str = "10m"
+    log_files: int = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ def validate_options(opts: SwarmOptions) -> None:
         vip_interface(opts.vip)
     if opts.registry is not None:
         validate_registry(opts.registry)
+    validate_limits(opts.memory, opts.pids, opts.log_size, opts.log_files)
 
 
 def vip_interface(vip: str) -> ipaddress.IPv4Interface:
@@ -248,14 +255,15 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
               "LAYERKIT_SERF_FORGET": str(opts.forget_after)}
     key_ref = SecretRef(keyring.secret_id, keyring.secret_name, KEYRING_SECRET)
     on_progress(f"{scale} web apps")
+    limits = TaskLimits(size_bytes(opts.memory), opts.pids, opts.log_size, opts.log_files)
     create_service(client, ServiceRequest(
-        name=service_name(opts.name, "web"), image=opts.web_image,
+        limits=limits, name=service_name(opts.name, "web"), image=opts.web_image,
         labels=labels(opts.name, "web"), replicas=scale, networks=(net,),
         endpoint_mode=opts.endpoint_mode, secrets=(key_ref,),
         env={**member, "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'lb')}"}))
     on_progress(f"{opts.lb} load balancers")
     create_service(client, ServiceRequest(
-        name=service_name(opts.name, "lb"), image=opts.lb_image,
+        limits=limits, name=service_name(opts.name, "lb"), image=opts.lb_image,
         labels={**labels(opts.name, "lb"), PORT_LABEL: str(opts.port),
                 **({VIP_LABEL: opts.vip} if opts.vip else {})},
         replicas=opts.lb, max_per_node=1, networks=(net,), endpoint_mode=opts.endpoint_mode,
@@ -265,7 +273,7 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
     if opts.vip:
         on_progress(f"the floating address {opts.vip}")
         create_service(client, ServiceRequest(
-            name=service_name(opts.name, "vip"), image=opts.vip_image,
+            limits=limits, name=service_name(opts.name, "vip"), image=opts.vip_image,
             labels=labels(opts.name, "vip"), replicas=None, networks=("host",),
             cap_add=("CAP_NET_ADMIN", "CAP_NET_RAW"),
             env={"LAYERKIT_VIP": vip_interface(opts.vip).with_prefixlen,

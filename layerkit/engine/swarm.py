@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PortSpec", "SecretRef", "ServiceRequest", "SwarmNode", "SwarmService", "SwarmState",
-    "SwarmTask", "create_overlay", "create_secret", "create_service", "labelled_secrets",
+    "SwarmTask", "TaskLimits", "create_overlay", "create_secret", "create_service",
+    "labelled_secrets",
     "labelled_services", "list_nodes", "remove_secret", "remove_service", "scale_service",
     "service_tasks", "set_availability", "swarm_state", "tasks_of",
 ]
@@ -58,6 +59,16 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class TaskLimits:
+    """Each task's memory, processes and log, as on one engine."""
+
+    memory_bytes: int = 0                 # 0: no limit
+    pids: int = 0                         # 0: no limit (Limits.Pids needs API 1.41)
+    log_size: str = ""                    # json-file log rotated at this size ("": the default)
+    log_files: int = 3
+
+
+@dataclass(frozen=True)
 class ServiceRequest:
     """What cluster/swarm.py asks for; the SDK's task template is built in here."""
 
@@ -74,6 +85,7 @@ class ServiceRequest:
     cap_add: tuple[str, ...] = ()
     hostname: str = ""                    # a Go template, e.g. "{{.Service.Name}}-{{.Task.Slot}}"
     stop_grace_seconds: int = 10
+    limits: TaskLimits = TaskLimits()
 
 
 @dataclass(frozen=True)
@@ -181,9 +193,16 @@ def create_service(client: DockerClient, req: ServiceRequest) -> str:
         hostname=req.hostname or None, cap_add=list(req.cap_add) or None,
         stop_grace_period=req.stop_grace_seconds * 10**9)
     placement = docker.types.Placement(maxreplicas=req.max_per_node or None)
+    limits = req.limits
+    resources = docker.types.Resources(mem_limit=limits.memory_bytes or None)
+    if limits.pids:  # not among the SDK's arguments; the API has it since 1.41
+        resources.setdefault("Limits", {})["Pids"] = limits.pids
+    log = (docker.types.DriverConfig("json-file", {"max-size": limits.log_size,
+                                                   "max-file": str(limits.log_files)})
+           if limits.log_size else None)
     template = docker.types.TaskTemplate(
-        container, placement=placement, networks=list(req.networks),
-        restart_policy=docker.types.RestartPolicy(condition="any", delay=10**9))
+        container, placement=placement, networks=list(req.networks), resources=resources,
+        log_driver=log, restart_policy=docker.types.RestartPolicy(condition="any", delay=10**9))
     mode = (docker.types.ServiceMode("global") if req.replicas is None
             else docker.types.ServiceMode("replicated", replicas=req.replicas))
     ports = [{"Protocol": "tcp", "TargetPort": p.target, "PublishMode": p.mode,

@@ -77,6 +77,17 @@ def test_six_distinct_web_apps_spread_over_the_nodes(harness: Harness, manager: 
     assert len(set(lb_nodes)) == len(lb_nodes) == 2
 
 
+def test_every_task_has_memory_pids_and_log_limits(manager: DockerClient,
+                                                   six: tuple[str, str]) -> None:
+    for role, service in swarm.find_services(manager, six[0]).items():
+        task = manager.api.inspect_service(service.id)["Spec"]["TaskTemplate"]
+        limits = task["Resources"]["Limits"]
+        assert limits["MemoryBytes"] == 256 << 20, role
+        assert limits["Pids"] == 256, role
+        assert task["LogDriver"] == {"Name": "json-file",
+                                     "Options": {"max-size": "10m", "max-file": "3"}}, role
+
+
 def test_secrets_never_in_env_labels_or_output(harness: Harness, manager: DockerClient,
                                                six: tuple[str, str]) -> None:
     name, _ = six

@@ -59,6 +59,10 @@ def test_stack_file_deploys_the_same_cluster(harness: Harness, manager: DockerCl
         status = swarm.status(manager, name)
         assert {t.role for t in status.tasks} == {"vip", "lb", "web"}
         assert status.vip_node is not None
+        for role in ("web", "lb"):
+            task = manager.api.inspect_service(f"{name}_{role}")["Spec"]["TaskTemplate"]
+            assert task["Resources"]["Limits"]["MemoryBytes"] == 256 << 20, role
+            assert task["LogDriver"]["Options"] == {"max-size": "10m", "max-file": "3"}, role
         result = runner.invoke(app, ["scale", "5", "--name", name],
                                env={"DOCKER_HOST": harness.manager.docker_host})
         assert result.exit_code == 0, result.output

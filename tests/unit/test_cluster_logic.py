@@ -105,6 +105,7 @@ def test_status_json_schema_is_pinned() -> None:
     ["up", "--wait", "-5"], ["up", "--wait", "nan"], ["up", "--wait", "inf"],
     ["scale", "3", "--wait", "-1"], ["scale", "3", "--wait", "nan"],
     ["up", "--port", "9000", "--stats-port", "9000"], ["up", "--memory", "1x"],
+    ["up", "--swarm", "--memory", "1x"], ["up", "--swarm", "--pids", "5"],
 ])
 def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
