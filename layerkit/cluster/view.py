@@ -10,9 +10,11 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import ContainerInfo, PortBinding, exec_in, inspect_container
+from layerkit.errors import EngineError
 
 HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
 _SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")
@@ -84,7 +86,12 @@ def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:
     """Serf's and HAProxy's views from inside a running load balancer, or None."""
     if lb is None or lb.status != "running":
         return None
-    code, output = exec_in(client, lb.id, ["python3", "-m", "layerkit.agent.lbstatus"])
+    try:
+        code, output = exec_in(client, lb.id, ["python3", "-m", "layerkit.agent.lbstatus"])
+    except EngineError as exc:
+        if exc.status != HTTPStatus.CONFLICT:
+            raise
+        return None  # it stopped or began restarting since it was inspected: no view yet
     if code != 0:
         return None
     try:

@@ -107,6 +107,8 @@ FAULTS = {"haproxy-worker": _kill_haproxy("worker"), "haproxy-master": _kill_hap
 def test_the_load_balancer_recovers_by_itself(docker_client: DockerClient, running: str,
                                               fault: str) -> None:
     url = url_of(docker_client, running)
+    # the module's cluster serves fully before the loop starts (an earlier fault may still heal)
+    assert cluster.wait_ready(docker_client, running, WEB, timeout=60)
     with LoadLoop(url, interval=0.01, max_seconds=60, max_requests=20_000) as loop:
         assert wait_until(lambda: loop.ok > 20, timeout=10)
         started = time.monotonic()

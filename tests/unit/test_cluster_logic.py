@@ -12,6 +12,7 @@ from layerkit.agent.lbstatus import parse_stat_csv
 from layerkit.cli.app import app
 from layerkit.cluster import cluster
 from layerkit.cluster import render as report
+from layerkit.cluster import view as view_module
 from layerkit.cluster.options import options_from_labels, options_labels
 from layerkit.cluster.view import (
     ClusterStatus,
@@ -22,7 +23,8 @@ from layerkit.cluster.view import (
     serving_members,
     shown,
 )
-from layerkit.errors import UsageError
+from layerkit.engine.containers import ContainerInfo
+from layerkit.errors import EngineError, UsageError
 
 STAT = """# pxname,svname,qcur,status,addr,check_status,stot
 web,FRONTEND,,OPEN,,,12
@@ -180,3 +182,23 @@ def test_scale_minus_one_says_out_of_range_as_up_does(monkeypatch: pytest.Monkey
 def test_down_counts_in_words_that_agree() -> None:
     text = report.down_text(cluster.DownResult("demo", ("a",), ("n",), ()))
     assert text == "cluster demo: removed 1 container, 1 network, 0 volumes"
+
+
+def test_a_load_balancer_restarting_under_an_exec_gives_no_view_not_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine answers 409 to an exec in a container that began restarting after it was
+    inspected (its PID 1 crashed): readiness polling goes on instead of failing."""
+    lb = ContainerInfo("c1", "lb", {}, "running", "", 0, "lb", (), {}, {})
+
+    def restarting(*_: object) -> tuple[int, str]:
+        raise EngineError("running python3 in c1: engine said 409", status=409)
+
+    monkeypatch.setattr(view_module, "exec_in", restarting)
+    assert view_module.lb_view(None, lb) is None  # type: ignore[arg-type]
+
+    def broken(*_: object) -> tuple[int, str]:
+        raise EngineError("running python3 in c1: engine said 500", status=500)
+
+    monkeypatch.setattr(view_module, "exec_in", broken)
+    with pytest.raises(EngineError):
+        view_module.lb_view(None, lb)  # type: ignore[arg-type]
