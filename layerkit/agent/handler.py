@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +28,15 @@ from typing import Protocol
 import jinja2
 
 from .lbsystem import LbSystem
-from .members import Backend, MembersError, Scope, parse_members, select_backends
+from .members import (
+    DEFAULT_HEALTH,
+    Backend,
+    MembersError,
+    Scope,
+    health_problem,
+    parse_members,
+    select_backends,
+)
 from .runtime import SERVER_OPTIONS, RuntimeApi, Server, differs
 
 MIN_RELOAD_INTERVAL = 1.0  # seconds between two reloads; later events wait and batch up
@@ -63,9 +71,22 @@ class Paths:
 
 
 @dataclass(frozen=True)
-class Ports:
+class Settings:
+    """What the template is rendered with besides the members."""
+
     http: int = 80
     stats: int = 8404
+    health: str = DEFAULT_HEALTH  # the web apps' health-check path (LAYERKIT_HEALTH_PATH)
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """The load balancer's settings from its environment; a health path that is not valid is
+    refused (ValueError), never written into the config."""
+    health = env.get("LAYERKIT_HEALTH_PATH") or DEFAULT_HEALTH
+    problem = health_problem(health)
+    if problem:
+        raise ValueError(f"LAYERKIT_HEALTH_PATH {health[:80]!r} {problem}")
+    return Settings(health=health)
 
 
 class System(Protocol):
@@ -95,13 +116,14 @@ class Outcome:
     details: dict[str, str] = field(default_factory=dict)
 
 
-def render(template_text: str, backends: tuple[Backend, ...], ports: Ports = Ports()) -> str:
+def render(template_text: str, backends: tuple[Backend, ...], settings: Settings = Settings()
+           ) -> str:
     # an HAProxy config, not HTML: safety comes from members.py validating every value
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
                              keep_trailing_newline=True)
     text = env.from_string(template_text).render(
-        backends=backends, http_port=ports.http, stats_port=ports.stats,
-        server_options=SERVER_OPTIONS)
+        backends=backends, http_port=settings.http, stats_port=settings.stats,
+        health_path=settings.health, server_options=SERVER_OPTIONS)
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -170,7 +192,7 @@ def held_for(paths: Paths, system: System) -> float:
     return max(0.0, min(until - system.now(), MAX_HOLD))
 
 
-def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
+def reconcile(paths: Paths, system: System, settings: Settings = Settings()) -> Outcome:
     """Bring HAProxy and haproxy.cfg in line with the alive web members."""
     left = held_for(paths, system)
     if left > 0:
@@ -192,7 +214,7 @@ def reconcile(paths: Paths, system: System, ports: Ports = Ports()) -> Outcome:
                        "the local Serf agent knows no web member yet (just restarted?): "
                        "the servers stay until it has rejoined")
     try:
-        text = render(paths.template.read_text(encoding="utf-8"), membership.backends, ports)
+        text = render(paths.template.read_text(encoding="utf-8"), membership.backends, settings)
     except (OSError, jinja2.TemplateError) as exc:
         return Outcome("invalid", names, rejected, f"cannot render the template: {exc}")
     if current == text and live is not None and differs(live, membership.backends) is None:
@@ -321,7 +343,7 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def handle(event: str, payload: str, paths: Paths, system: System,
-           ports: Ports = Ports(), *, quiet: tuple[str, ...] = ()) -> Outcome:
+           settings: Settings = Settings(), *, quiet: tuple[str, ...] = ()) -> Outcome:
     """Log the event, reconcile, log the outcome (neither when the outcome is in `quiet`)."""
     started = system.now()
     record = {"ts": round(started, 3), "kind": "event", "event": event,
@@ -329,7 +351,7 @@ def handle(event: str, payload: str, paths: Paths, system: System,
     if not quiet:
         append_event(paths.event_log, record)
     with locked(paths.lock):
-        outcome = reconcile(paths, system, ports)
+        outcome = reconcile(paths, system, settings)
     if outcome.action in quiet:
         return outcome
     if quiet:
@@ -345,18 +367,23 @@ def handle(event: str, payload: str, paths: Paths, system: System,
 def main() -> int:
     paths = Paths()
     system = LbSystem(paths.password_file)
+    try:
+        settings = settings_from(os.environ)
+    except ValueError as exc:
+        print(f"layerkit handler: invalid: {exc}", file=sys.stderr)
+        return 1
     # `--hold SECONDS` / `--release`: run by `layerkit up/scale` around a batch of starts
     if sys.argv[1:2] == ["--hold"] and len(sys.argv) == 3:
         hold(paths, system, float(sys.argv[2]))
         return 0
     if sys.argv[1:] == ["--release"]:
         paths.hold.unlink(missing_ok=True)
-        return _report(handle("release", "", paths, system))
+        return _report(handle("release", "", paths, system, settings))
     event = os.environ.get("SERF_EVENT", "manual")
     if event == "user":
         event = f"user:{os.environ.get('SERF_USER_EVENT', '')}"
     payload = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PAYLOAD)
-    return _report(handle(event, payload, paths, system))
+    return _report(handle(event, payload, paths, system, settings))
 
 
 def _report(outcome: Outcome) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_PORT = 3000
+DEFAULT_HEALTH = "/healthz"
 WEB_ROLE = "web"
 
 # One DNS label (RFC 1123): letters, digits, inner hyphens; also a valid HAProxy server name.
@@ -25,6 +26,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TAG_RE = re.compile(r"[A-Za-z0-9._-]{0,63}")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _BRACKETED_RE = re.compile(r"\[([0-9A-Fa-f:.]+)\]:[0-9]{1,5}")
+# The web apps' health-check path, written into `option httpchk`: a URL path and query made of
+# characters that need no quoting in HAProxy's config (no space, quote, backslash or '#').
+_HEALTH_RE = re.compile(r"/[A-Za-z0-9._~%/?&=+,:@!*-]{0,200}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,14 @@ class Scope:
         if address in self.own:
             return "address is the load balancer's own"
         return None
+
+
+def health_problem(path: str) -> str | None:
+    """Why `path` cannot be the web apps' health-check path (None when it can)."""
+    if _HEALTH_RE.fullmatch(path):
+        return None
+    return ("must start with '/' and hold at most 200 of A-Z a-z 0-9 and . _ ~ % / ? & = + , "
+            ": @ ! * -")
 
 
 class MembersError(ValueError):

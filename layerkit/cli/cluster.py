@@ -23,6 +23,7 @@ WaitSeconds = Annotated[float, typer.Option(
 @app.command("up", epilog=examples(
     "layerkit up --scale 3",
     "layerkit up --scale 5 --name staging --bind 127.0.0.1",
+    "layerkit up --web-image myapp:1.0 --web-port 8000 --health /ping",
     "DOCKER_HOST=tcp://manager:2375 layerkit up --swarm --scale 6 --lb 2 --vip 10.1.0.250/24"))
 @fails_cleanly
 def up_cmd(
@@ -48,6 +49,15 @@ def up_cmd(
     = "10m",
     log_files: Annotated[int, typer.Option(
         "--log-files", help="Rotated log files kept per container.")] = 3,
+    web_image: Annotated[str | None, typer.Option(
+        "--web-image", help="Image of the web apps: any image built on the shared base "
+        "(default: the lab's web app).")] = None,
+    web_port: Annotated[int, typer.Option(
+        "--web-port", help="Port the web app listens on (0: the one its image declares).")]
+    = 0,
+    health: Annotated[str, typer.Option(
+        "--health", help="Path HAProxy checks on each web app; 200 means healthy.")]
+    = "/healthz",
     wait: WaitSeconds = 60.0,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
@@ -69,17 +79,20 @@ def up_cmd(
     from layerkit.engine.client import connect
 
     cluster.validate_wait(wait)
+    web_image = web_image or cluster.ClusterOptions.web_image
     if swarm_mode:
         _up_swarm(swarm.SwarmOptions(
             name=name, port=port, lb=2 if lb is None else lb, vip=vip, registry=registry,
             forget_after=forget_after, memory=memory, pids=pids, log_size=log_size,
-            log_files=log_files), scale, wait=wait, output=output)
+            log_files=log_files, web_image=web_image, web_port=web_port, health=health),
+            scale, wait=wait, output=output)
         return
     if lb is not None or vip is not None or registry is not None:
         raise UsageError("--lb, --vip and --registry need --swarm")
     opts = cluster.ClusterOptions(name=name, bind=bind, port=port, stats_port=stats_port,
                                   forget_after=forget_after, memory=memory, pids=pids,
-                                  log_size=log_size, log_files=log_files)
+                                  log_size=log_size, log_files=log_files,
+                                  web_image=web_image, web_port=web_port, health=health)
     cluster.validate_options(opts)  # bad input is exit 2 before any engine is asked
     cluster.validate_scale(scale)
     client = connect(os.environ)

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layerkit.cluster.launch import (
     PARALLEL,
@@ -53,6 +53,7 @@ from layerkit.cluster.view import (
     lb_view,
     serving_members,
 )
+from layerkit.cluster.webcheck import CHECK_SECONDS, check_web_image, web_port_of
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
@@ -116,10 +117,17 @@ def _containers(client: DockerClient, name: str, role: str | None = None
     return labelled_containers(client, wanted)
 
 
-def _require_images(client: DockerClient, opts: ClusterOptions) -> None:
+def _require_images(client: DockerClient, opts: ClusterOptions) -> ClusterOptions:
+    """Both images present; `opts` with the web app's port settled (the image's own unless
+    --web-port gave one)."""
+    found = {}
     for ref in (opts.lb_image, opts.web_image):
-        if find_image(client, ref) is None:
+        image = find_image(client, ref)
+        if image is None:
             raise NotFound(f"image {ref} is not in the engine", hint="run `layerkit build`")
+        found[ref] = image
+    return replace(opts, web_port=web_port_of(found[opts.web_image], opts.web_image,
+                                              opts.web_port))
 
 
 def _require_free_port(bind: str, port: int, flag: str = "--port") -> None:
@@ -158,17 +166,23 @@ def _refuse_leftover_network(client: DockerClient, name: str) -> None:
 # --- up / scale / down -------------------------------------------------------------------------
 
 def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 60.0,
+       check_timeout: float = CHECK_SECONDS,
        on_progress: Callable[[str], None] = lambda _: None) -> UpResult:
-    """A network, the load balancer and `scale` web apps; waits until they all serve."""
+    """A network, the load balancer and `scale` web apps; waits until they all serve.
+
+    The web image is checked first (webcheck.py): one that could not serve is refused before
+    anything is made."""
     validate_options(opts)
     validate_scale(scale)
     validate_wait(wait)
     started = time.monotonic()
     _refuse_existing(client, opts.name)
-    _require_images(client, opts)
+    opts = _require_images(client, opts)
     _require_free_port(opts.bind, opts.port)
     if opts.stats_port:
         _require_free_port("127.0.0.1", opts.stats_port, "--stats-port")
+    on_progress(f"the check of {opts.web_image}")
+    check_web_image(client, opts, timeout=check_timeout)
     secret = new_secrets()
     made = Made()
     try:
@@ -199,12 +213,15 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     if not every:
         _refuse_leftover_network(client, name)
         raise NotFound(f"no cluster named {name!r}", hint=f"`layerkit up --name {name}`")
-    secret = _secrets(client, every)
-    _restore_lb(client, name, every, secret)
     webs = [c for c in every if c.labels.get(ROLE_LABEL) == "web"]
     dead = [c for c in webs if not c.running]
     alive = sorted((c for c in webs if c.running), key=lambda c: c.created)
     extra = alive[n:] if len(alive) > n else []
+    if n > len(alive):
+        opts = _require_images(client, opts)
+        _check_unless_serving(client, opts, alive)
+    secret = _secrets(client, every)
+    _restore_lb(client, name, every, secret)
     with ThreadPoolExecutor(PARALLEL) as pool:
         # a stop is a graceful Serf leave: HAProxy drops the backend before it goes away
         list(pool.map(lambda c: stop_container(client, c.id), extra))
@@ -215,6 +232,16 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     return ScaleResult(name, len(alive), n, tuple(started_names),
                        tuple(c.name for c in dead + extra), ready,
                        time.monotonic() - started)
+
+
+def _check_unless_serving(client: DockerClient, opts: ClusterOptions,
+                          alive: list[ContainerInfo]) -> None:
+    """New web apps come from the image as it is now: check it unless a running web app was
+    made from the same image (rebuilt since `up`, it is checked again)."""
+    image = find_image(client, opts.web_image)
+    if image is not None and any(c.image == image.id for c in alive):
+        return
+    check_web_image(client, opts)
 
 
 def _secrets(client: DockerClient, containers: list[ContainerInfo]) -> Secrets:

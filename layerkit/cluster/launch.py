@@ -68,14 +68,20 @@ class Made:
                      len(self.containers), len(self.networks))
 
 
+def web_env(opts: ClusterOptions) -> dict[str, str]:
+    """What makes a container of any image on the shared base a web member: its role, and the
+    port its Serf agent advertises (where the load balancer sends requests)."""
+    return {"LAYERKIT_ROLE": "web", "WEBAPP_PORT": str(opts.web_port),
+            "LAYERKIT_CLUSTER": opts.name}
+
+
 def web_spec(opts: ClusterOptions) -> ContainerSpec:
     suffix = secrets.token_hex(3)
     return ContainerSpec(
         image=opts.web_image, name=f"layerkit-{opts.name}-web-{suffix}",
         hostname=f"{opts.name}-web-{suffix}", network=network_name(opts.name),
         aliases=("web",), labels=labels(opts.name, "web"), ports={},
-        env={"LAYERKIT_JOIN": "lb", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
+        env={**web_env(opts), "LAYERKIT_JOIN": "lb", "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
              "LAYERKIT_SERF_FORGET": str(opts.forget_after)},
         memory=opts.memory, pids=opts.pids, log_size=opts.log_size, log_files=opts.log_files)
 
@@ -85,7 +91,7 @@ def lb_spec(opts: ClusterOptions) -> ContainerSpec:
         image=opts.lb_image, name=f"layerkit-{opts.name}-lb", hostname=f"{opts.name}-lb",
         network=network_name(opts.name), aliases=("lb",), labels=labels(opts.name, "lb"),
         env={"LAYERKIT_JOIN": "web", "LAYERKIT_CLUSTER": opts.name,
-             "LAYERKIT_SERF_KEYRING": KEYRING_PATH,
+             "LAYERKIT_SERF_KEYRING": KEYRING_PATH, "LAYERKIT_HEALTH_PATH": opts.health,
              "LAYERKIT_SERF_FORGET": str(opts.forget_after)},
         # the stats page is for this host only, whatever --bind says
         ports={HTTP_PORT: (opts.bind, opts.port or None),

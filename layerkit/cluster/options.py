@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from layerkit import __version__
+from layerkit.agent.members import DEFAULT_HEALTH, health_problem
 from layerkit.agent.serfagent import FORGET_SECONDS, MAX_FORGET_SECONDS
 from layerkit.errors import UsageError
 
@@ -39,6 +40,8 @@ class ClusterOptions:
     stats_port: int = 0
     lb_image: str = f"layerkit/haproxy:{__version__}"
     web_image: str = f"layerkit/webapp:{__version__}"
+    web_port: int = 0  # 0: the image's own (its WEBAPP_PORT, else the one port it exposes)
+    health: str = DEFAULT_HEALTH  # the path HAProxy checks on each web app (200 = healthy)
     forget_after: int = FORGET_SECONDS  # until Serf forgets a failed or left member (+ <= 15 s)
     memory: str = "256m"     # per container: its processes are killed by the kernel beyond it
     pids: int = 256          # processes and threads per container
@@ -47,8 +50,8 @@ class ClusterOptions:
 
 
 # the fields `scale` and a recreated load balancer take from the network's labels
-_SAVED = ("bind", "port", "forget_after", "lb_image", "web_image", "memory", "pids",
-          "log_size", "log_files")
+_SAVED = ("bind", "port", "forget_after", "lb_image", "web_image", "web_port", "health",
+          "memory", "pids", "log_size", "log_files")
 _LABEL = {key: f"org.layerkit.{key.replace('_', '-')}" for key in _SAVED} | {
     "forget_after": "org.layerkit.serf-forget"}
 
@@ -68,6 +71,7 @@ def validate_options(opts: ClusterOptions) -> None:
     for flag, port in (("--port", opts.port), ("--stats-port", opts.stats_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (0 = any free port)")
+    validate_web(opts.web_port, opts.health)
     if opts.port and opts.port == opts.stats_port:
         raise UsageError(f"--port and --stats-port are both {opts.port}",
                          hint="give them different ports (0 = any free port)")
@@ -75,6 +79,16 @@ def validate_options(opts: ClusterOptions) -> None:
         raise UsageError(f"--forget-after {opts.forget_after} must be 1 to "
                          f"{MAX_FORGET_SECONDS} seconds")
     validate_limits(opts.memory, opts.pids, opts.log_size, opts.log_files)
+
+
+def validate_web(web_port: int, health: str) -> None:
+    """The web apps' port and health-check path, the same for one engine and for Swarm."""
+    if not 0 <= web_port <= 65535:
+        raise UsageError(f"--web-port {web_port} is not a port number "
+                         "(0 = the one the image declares)")
+    problem = health_problem(health)
+    if problem:
+        raise UsageError(f"--health {health[:80]!r} {problem}")
 
 
 def validate_limits(memory: str, pids: int, log_size: str, log_files: int) -> None:

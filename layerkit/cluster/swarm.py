@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from layerkit import __version__
+from layerkit.agent.members import DEFAULT_HEALTH
 from layerkit.agent.serfagent import FORGET_SECONDS
 from layerkit.cluster.cluster import (
     PROJECT_LABEL,
@@ -30,9 +31,11 @@ from layerkit.cluster.cluster import (
     validate_name,
     validate_scale,
 )
-from layerkit.cluster.options import size_bytes, validate_limits
+from layerkit.cluster.launch import web_env
+from layerkit.cluster.options import ClusterOptions, size_bytes, validate_limits, validate_web
 from layerkit.cluster.registry import push_all, validate_registry
 from layerkit.cluster.swarmview import SwarmStatus, lb_endpoints, read_status, serving
+from layerkit.cluster.webcheck import CHECK_SECONDS, check_web_image, web_port_of
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
 from layerkit.engine.images import find_image
@@ -79,6 +82,8 @@ class SwarmOptions:
     forget_after: int = FORGET_SECONDS
     lb_image: str = f"layerkit/haproxy:{__version__}"
     web_image: str = f"layerkit/webapp:{__version__}"
+    web_port: int = 0          # 0: the image's own (cluster.webcheck.web_port_of)
+    health: str = DEFAULT_HEALTH
     vip_image: str = f"layerkit/keepalived:{__version__}"
     memory: str = "256m"       # per task, as on one engine (cluster.options)
     pids: int = 256
@@ -131,6 +136,7 @@ def validate_options(opts: SwarmOptions) -> None:
     if opts.registry is not None:
         validate_registry(opts.registry)
     validate_limits(opts.memory, opts.pids, opts.log_size, opts.log_files)
+    validate_web(opts.web_port, opts.health)
 
 
 def vip_interface(vip: str) -> ipaddress.IPv4Interface:
@@ -190,18 +196,32 @@ def _check_free(client: DockerClient, name: str) -> None:
                          hint="choose another --name")
 
 
-def _check_images(client: DockerClient, opts: SwarmOptions) -> None:
+def _check_images(client: DockerClient, opts: SwarmOptions) -> SwarmOptions:
+    """Every image on the manager; `opts` with the web app's port settled."""
     refs = [opts.lb_image, opts.web_image] + ([opts.vip_image] if opts.vip else [])
+    found = {}
     for ref in refs:
-        if find_image(client, ref) is None:
+        image = find_image(client, ref)
+        if image is None:
             raise NotFound(f"image {ref} is not on the manager",
                            hint="run `layerkit build`, and `layerkit push --registry` for the "
                                 "other nodes")
+        found[ref] = image
+    return replace(opts, web_port=web_port_of(found[opts.web_image], opts.web_image,
+                                              opts.web_port))
+
+
+def _as_web_member(opts: SwarmOptions) -> ClusterOptions:
+    """The options a web app is checked and made with, as on one engine."""
+    return ClusterOptions(name=opts.name, web_image=opts.web_image, web_port=opts.web_port,
+                          health=opts.health, memory=opts.memory, pids=opts.pids,
+                          log_size=opts.log_size, log_files=opts.log_files)
 
 
 # --- up / scale / down -------------------------------------------------------------------------
 
 def up(client: DockerClient, opts: SwarmOptions, scale: int, *, wait: float = 60.0,
+       check_timeout: float = CHECK_SECONDS,
        on_progress: Callable[[str], None] = lambda _: None) -> SwarmUpResult:
     """Secrets, an overlay network and the services; waits until every load balancer serves
     every web app."""
@@ -216,7 +236,9 @@ def up(client: DockerClient, opts: SwarmOptions, scale: int, *, wait: float = 60
     if opts.vip:
         check_vip_on_nodes(opts.vip, nodes)
     _check_free(client, opts.name)
-    _check_images(client, opts)
+    opts = _check_images(client, opts)
+    on_progress(f"the check of {opts.web_image}")
+    check_web_image(client, _as_web_member(opts), timeout=check_timeout)
     if opts.registry:
         opts = _pinned(client, opts, opts.registry, on_progress)
     try:
@@ -260,7 +282,8 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
         limits=limits, name=service_name(opts.name, "web"), image=opts.web_image,
         labels=labels(opts.name, "web"), replicas=scale, networks=(net,),
         endpoint_mode=opts.endpoint_mode, secrets=(key_ref,),
-        env={**member, "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'lb')}"}))
+        env={**member, **web_env(_as_web_member(opts)),
+             "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'lb')}"}))
     on_progress(f"{opts.lb} load balancers")
     create_service(client, ServiceRequest(
         limits=limits, name=service_name(opts.name, "lb"), image=opts.lb_image,
@@ -269,7 +292,8 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
         replicas=opts.lb, max_per_node=1, networks=(net,), endpoint_mode=opts.endpoint_mode,
         ports=(PortSpec(HTTP_TARGET, opts.port, "host"),),
         secrets=(key_ref, SecretRef(password.secret_id, password.secret_name, PASSWORD_SECRET)),
-        env={**member, "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'web')}"}))
+        env={**member, "LAYERKIT_HEALTH_PATH": opts.health,
+             "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'web')}"}))
     if opts.vip:
         on_progress(f"the floating address {opts.vip}")
         create_service(client, ServiceRequest(

@@ -41,7 +41,7 @@ class ContainerSpec:
     image: str
     name: str
     hostname: str
-    network: str
+    network: str                 # "none": the loopback interface only
     aliases: tuple[str, ...]
     labels: Mapping[str, str]
     env: Mapping[str, str]
@@ -73,6 +73,7 @@ class ContainerInfo:
     env: tuple[str, ...]                       # NAME=value, as the container was created
     addresses: Mapping[str, str]               # network name -> IPv4 address on it
     ports: Mapping[str, tuple[PortBinding, ...]]  # "80/tcp" -> where the host publishes it
+    image: str = ""                            # the ID of the image it was created from
 
     @property
     def running(self) -> bool:
@@ -111,7 +112,7 @@ def container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         addresses={net: str(value.get("IPAddress") or "")
                    for net, value in (settings.get("Networks") or {}).items()
                    if isinstance(value, dict)},
-        ports=ports)
+        ports=ports, image=str(attrs.get("Image", "")))
 
 
 def network_info(attrs: Mapping[str, Any]) -> NetworkInfo:
@@ -169,11 +170,13 @@ def create_container(client: DockerClient, spec: ContainerSpec) -> ContainerInfo
     log = (LogConfig(type="json-file", config={"max-size": spec.log_size,
                                                "max-file": str(spec.log_files)})
            if spec.log_size else None)
+    isolated = spec.network == "none"
     host_config = api.create_host_config(
         port_bindings=bindings, restart_policy={"Name": spec.restart}, mem_limit=spec.memory,
-        memswap_limit=spec.memory, pids_limit=spec.pids, log_config=log)
+        memswap_limit=spec.memory, pids_limit=spec.pids, log_config=log,
+        network_mode="none" if isolated else None)
     # the stubs type this argument as a single EndpointConfig; the API takes a map by network
-    networking = api.create_networking_config(
+    networking = None if isolated else api.create_networking_config(
         {spec.network: api.create_endpoint_config(aliases=list(spec.aliases))})  # type: ignore[arg-type]
     with engine_errors(f"creating container {spec.name}"):
         created = api.create_container(

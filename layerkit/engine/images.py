@@ -31,6 +31,8 @@ class ImageInfo:
     layers: tuple[str, ...]
     created: str
     labels: tuple[tuple[str, str], ...] = ()
+    env: tuple[str, ...] = ()      # NAME=value, as the image's config sets them
+    exposed: tuple[str, ...] = ()  # "3000/tcp", as the image's config declares them
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def image_info_of(attrs: dict[str, Any]) -> ImageInfo:
         layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         created=str(attrs.get("Created", "")),
         labels=tuple(sorted((config.get("Labels") or {}).items())),
+        env=tuple(config.get("Env") or ()),
+        exposed=tuple(sorted(config.get("ExposedPorts") or {})),
     )
 
 

@@ -1,0 +1,143 @@
+"""Whether an image can be the cluster's web app, found out before the cluster changes.
+
+A web app is any image built on the shared base: s6-svscan as PID 1, the Serf agent's service
+beside the app, and the app answering HTTP on its port. The check creates one container of the
+image with no network but loopback, looks for the agent's files, starts it and asks for the
+health path from inside (the only traffic is to 127.0.0.1 in that container), then removes it.
+An image that lacks the agent, runs something else as PID 1, stops, or never answers 200 is
+refused with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import time
+
+from layerkit.cluster.launch import web_env
+from layerkit.cluster.options import ClusterOptions, labels
+from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import (
+    ContainerSpec,
+    create_container,
+    exec_in,
+    get_file,
+    inspect_container,
+    remove_container,
+    start_container,
+)
+from layerkit.engine.images import ImageInfo
+from layerkit.errors import EngineError, NotFound, UsageError
+
+logger = logging.getLogger(__name__)
+
+CHECK_SECONDS = 30.0  # how long an app may take to answer its first health check
+AGENT_FILES = ("/etc/services.d/serf/run", "/opt/layerkit/layerkit/agent/serfagent.py")
+SUPERVISOR = "s6-svscan"
+BASE_HINT = 'build it on the shared base (parent = "base" in its images/<name>/image.toml)'
+ANSWER_HINT = ("give the port it listens on with --web-port and a path that answers 200 "
+               "with --health")
+# run inside the checked container: PID 1's name and the health path's status, as JSON
+_PROBE = """
+import http.client, json, sys
+out = {"pid1": open("/proc/1/comm").read().strip()}
+try:
+    conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
+    conn.request("GET", sys.argv[2])
+    out["status"] = conn.getresponse().status
+except (OSError, http.client.HTTPException) as exc:
+    out["error"] = str(exc) or type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def web_port_of(image: ImageInfo, ref: str, given: int) -> int:
+    """`given`, else the port the image declares: its WEBAPP_PORT, else its one exposed port."""
+    if given:
+        return given
+    env = dict(item.partition("=")[::2] for item in image.env)
+    raw = env.get("WEBAPP_PORT", "")
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536:
+        return int(raw)
+    tcp = sorted(int(p.split("/")[0]) for p in image.exposed if p.endswith("/tcp"))
+    if len(tcp) == 1:
+        return tcp[0]
+    declared = f"exposes {', '.join(map(str, tcp))}" if tcp else "declares no port"
+    raise UsageError(f"image {ref} {declared}: which one is the web app's?",
+                     hint="give it with --web-port")
+
+
+def check_web_image(client: DockerClient, opts: ClusterOptions, *,
+                    timeout: float = CHECK_SECONDS) -> float:
+    """Refuse `opts.web_image` (UsageError) unless it can be a web member; the seconds its
+    health path took to answer 200."""
+    ref = opts.web_image
+    spec = ContainerSpec(
+        image=ref, name=f"layerkit-{opts.name}-check-{secrets.token_hex(3)}",
+        hostname=f"{opts.name}-check", network="none", aliases=(),
+        labels=labels(opts.name, "check"), env=web_env(opts), ports={}, restart="no",
+        memory=opts.memory, pids=opts.pids, log_size=opts.log_size, log_files=opts.log_files)
+    started = time.monotonic()
+    container = create_container(client, spec)
+    try:
+        for path in AGENT_FILES:
+            try:
+                get_file(client, container.id, path)
+            except NotFound:
+                raise UsageError(f"image {ref} has no layerkit agent ({path} is missing)",
+                                 hint=BASE_HINT) from None
+        start_container(client, container.id)
+        seconds = _wait_for_answer(client, container.id, opts, timeout)
+    finally:
+        with contextlib.suppress(EngineError):
+            remove_container(client, container.id)
+    logger.debug("web image %s answered GET %s on port %d after %.2f s (check: %.2f s)",
+                 ref, opts.health, opts.web_port, seconds, time.monotonic() - started)
+    return seconds
+
+
+def _wait_for_answer(client: DockerClient, ref: str, opts: ClusterOptions,
+                     timeout: float) -> float:
+    started = time.monotonic()
+    asked = f"GET {opts.health} on port {opts.web_port}"
+    last = "no answer"
+    while True:
+        answer = _probe(client, ref, opts)
+        if answer is None:
+            raise UsageError(f"image {opts.web_image} stopped before it answered {asked}",
+                             hint=f"`docker run --rm {opts.web_image}` shows why")
+        if answer.get("pid1", SUPERVISOR) != SUPERVISOR:
+            raise UsageError(f"image {opts.web_image} runs {answer['pid1']!r} as PID 1, not "
+                             f"{SUPERVISOR}: its Serf agent would never start", hint=BASE_HINT)
+        status = answer.get("status")
+        if status == 200:
+            return time.monotonic() - started
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+            raise UsageError(f"image {opts.web_image} answered {status} to {asked} "
+                             "(HAProxy counts only 200 as healthy)", hint=ANSWER_HINT)
+        last = f"answered {status}" if status is not None else str(answer.get("error", last))
+        if time.monotonic() - started >= timeout:
+            raise UsageError(f"image {opts.web_image}: {asked} got no 200 within "
+                             f"{timeout:g} s (last: {last})", hint=ANSWER_HINT)
+        time.sleep(0.5)
+
+
+def _probe(client: DockerClient, ref: str, opts: ClusterOptions) -> dict[str, object] | None:
+    """One look from inside the container; None once it is no longer running."""
+    try:
+        code, output = exec_in(client, ref, ["python3", "-c", _PROBE, str(opts.web_port),
+                                             opts.health], user="root")
+    except EngineError:
+        if not inspect_container(client, ref).running:
+            return None
+        raise
+    try:
+        answer = json.loads(output.strip().splitlines()[-1]) if code == 0 else None
+    except (ValueError, IndexError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise UsageError(f"image {opts.web_image} cannot run the check's python3 "
+                         f"(exit {code}): {output.strip()[:120]!r}", hint=BASE_HINT)
+    return answer
