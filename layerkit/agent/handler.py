@@ -343,7 +343,7 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def handle(event: str, payload: str, paths: Paths, system: System,
-           settings: Settings = Settings(), *, quiet: tuple[str, ...] = ()) -> Outcome:
+           settings: Settings, *, quiet: tuple[str, ...] = ()) -> Outcome:
     """Log the event, reconcile, log the outcome (neither when the outcome is in `quiet`)."""
     started = system.now()
     record = {"ts": round(started, 3), "kind": "event", "event": event,

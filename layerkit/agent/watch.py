@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .handler import Paths, handle, held_for
+from .handler import Paths, Settings, handle, held_for, settings_from
 from .lbsystem import LbSystem
 from .serfagent import rpc_env
 
@@ -79,8 +79,13 @@ def follow(lines: Iterable[str], coalescer: Coalescer) -> None:
 def main() -> int:
     paths = Paths()
     system = LbSystem(paths.password_file)
-    coalescer = Coalescer(lambda line: _reconcile(line, paths, system),
-                          idle=lambda: _periodic(paths, system), period=PERIOD)
+    try:
+        settings = settings_from(os.environ)
+    except ValueError as exc:
+        print(f"layerkit watch: invalid: {exc}", file=sys.stderr, flush=True)
+        return 1
+    coalescer = Coalescer(lambda line: _reconcile(line, paths, system, settings),
+                          idle=lambda: _periodic(paths, system, settings), period=PERIOD)
     threading.Thread(target=coalescer.serve_forever, daemon=True).start()
     while True:
         # the agent may not be up yet, or restarted: reconnect every second
@@ -92,20 +97,21 @@ def main() -> int:
         time.sleep(1)
 
 
-def _periodic(paths: Paths, system: LbSystem) -> None:
-    outcome = handle("periodic", "", paths, system, quiet=("unchanged", "held", "kept"))
+def _periodic(paths: Paths, system: LbSystem, settings: Settings) -> None:
+    outcome = handle("periodic", "", paths, system, settings,
+                     quiet=("unchanged", "held", "kept"))
     if outcome.action in ("invalid", "error"):
         print(f"layerkit watch: {outcome.action}: {outcome.reason}", file=sys.stderr, flush=True)
 
 
-def _reconcile(line: str, paths: Paths, system: LbSystem) -> None:
-    outcome = handle("watch", line, paths, system)
+def _reconcile(line: str, paths: Paths, system: LbSystem, settings: Settings) -> None:
+    outcome = handle("watch", line, paths, system, settings)
     if outcome.action == "held":
         # `layerkit up/scale` releases the hold and reconciles itself; should it never come
         # back, the hold runs out (MAX_HOLD) and the change still lands here
         while held_for(paths, system) > 0:
             time.sleep(0.5)
-        outcome = handle("watch", "after hold", paths, system)
+        outcome = handle("watch", "after hold", paths, system, settings)
     if outcome.action in ("invalid", "error"):
         print(f"layerkit watch: {outcome.action}: {outcome.reason}", file=sys.stderr, flush=True)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import http.client
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,10 +49,33 @@ def cluster_images(docker_client: DockerClient) -> Iterator[ClusterImages]:
             remove_image(docker_client, ref)
 
 
+OWN_APP = Path(__file__).parent / "images" / "hello"
+
+
+@pytest.fixture(scope="session")
+def own_web_image(docker_client: DockerClient, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[str]:
+    """A user's own app (tests/engine/images/hello: port 8000, health path /ping) built on the
+    shared base from its spec, under this session's own tag."""
+    root = tmp_path_factory.mktemp("images")
+    shutil.copytree(IMAGES / "base", root / "base")
+    shutil.copytree(OWN_APP, root / "hello")
+    specs = load_all(root, PACKAGE_DIR)
+    tag = f"lkt-{secrets.token_hex(4)}"
+    build_all(docker_client, build_order(specs), specs, version=tag, write_dockerfiles=False,
+              tag_latest=False)
+    try:
+        yield f"layerkit/hello:{tag}"
+    finally:
+        for name in ("hello", "base"):
+            remove_image(docker_client, f"layerkit/{name}:{tag}")
+
+
 def options(images: ClusterImages, name: str, **kwargs: Any) -> cluster.ClusterOptions:
     """Cluster options on this session's images (port 0 unless given)."""
     kwargs.setdefault("port", 0)
-    return cluster.ClusterOptions(name=name, lb_image=images.lb, web_image=images.web, **kwargs)
+    kwargs.setdefault("web_image", images.web)
+    return cluster.ClusterOptions(name=name, lb_image=images.lb, **kwargs)
 
 # `serf members` with the agent's RPC token (root only): what a test runs in a container
 SERF_MEMBERS = ["python3", "-m", "layerkit.agent.serfagent", "--rpc", "members"]

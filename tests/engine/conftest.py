@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from layerkit.engine.client import DockerClient
-from tests.engine.cluster_helpers import cluster_images  # noqa: F401 - the cluster tests' images
+from tests.engine.cluster_helpers import (  # noqa: F401 - the cluster tests' images
+    cluster_images,
+    own_web_image,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -25,18 +25,27 @@ def compose(project: str, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def test_compose_cluster_scales(docker_client: DockerClient, cluster_images: ClusterImages,
-                                tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def _compose_env(project: str, keyring: Path, lb_image: str, **web: str) -> dict[str, str]:
+    write_keyring(keyring)
+    return {**os.environ, "LAYERKIT_CLUSTER": project, "LAYERKIT_PORT": "",
+            "LAYERKIT_VERSION": lb_image.partition(":")[2],
+            "LAYERKIT_SERF_KEYRING_FILE": str(keyring), **web}
+
+
+@pytest.fixture
+def compose_tool(request: pytest.FixtureRequest) -> None:
     if shutil.which("docker-compose") is None:
         if request.config.getoption("--require-docker"):
             pytest.fail("docker-compose is not installed (make setup installs it)")
         pytest.skip("docker-compose is not installed")
+
+
+@pytest.mark.usefixtures("compose_tool")
+def test_compose_cluster_scales(docker_client: DockerClient, cluster_images: ClusterImages,
+                                tmp_path: Path) -> None:
     project = unique_name("lkc").replace("-", "")
-    keyring = tmp_path / "serf-keyring.json"
-    write_keyring(keyring)
-    env = {**os.environ, "LAYERKIT_CLUSTER": project, "LAYERKIT_PORT": "",
-           "LAYERKIT_VERSION": cluster_images.lb.partition(":")[2],
-           "LAYERKIT_SERF_KEYRING_FILE": str(keyring)}
+    env = _compose_env(project, tmp_path / "serf-keyring.json", cluster_images.lb,
+                       LAYERKIT_WEB_IMAGE=cluster_images.web)
     try:
         compose(project, env, "up", "-d", "--scale", "webapp=3")
         url = f"http://{compose(project, env, 'port', 'lb', '80').strip()}/"
@@ -54,3 +63,22 @@ def test_compose_cluster_scales(docker_client: DockerClient, cluster_images: Clu
         compose(project, env, "down", "-v", "--remove-orphans")
     assert labelled_containers(docker_client, {"org.layerkit.project": project}) == []
     assert labelled_networks(docker_client, {"org.layerkit.project": project}) == []
+
+
+@pytest.mark.usefixtures("compose_tool")
+def test_compose_runs_a_users_own_image(docker_client: DockerClient,
+                                        cluster_images: ClusterImages, own_web_image: str,
+                                        tmp_path: Path) -> None:
+    """LAYERKIT_WEB_IMAGE, LAYERKIT_WEB_PORT and LAYERKIT_HEALTH: another app, port and
+    health path (the app answers 404 on the default /healthz, so all three must arrive)."""
+    project = unique_name("lkc").replace("-", "")
+    env = _compose_env(project, tmp_path / "serf-keyring.json", cluster_images.lb,
+                       LAYERKIT_WEB_IMAGE=own_web_image, LAYERKIT_WEB_PORT="8000",
+                       LAYERKIT_HEALTH="/ping")
+    try:
+        compose(project, env, "up", "-d", "--scale", "webapp=2")
+        url = f"http://{compose(project, env, 'port', 'lb', '80').strip()}/"
+        assert wait_until(lambda: len(backends(url, 12)) == 2, timeout=30)
+    finally:
+        compose(project, env, "down", "-v", "--remove-orphans")
+    assert labelled_containers(docker_client, {"org.layerkit.project": project}) == []

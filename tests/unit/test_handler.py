@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from layerkit.agent import handler
-from layerkit.agent.handler import Paths, handle, reconcile, render
+from layerkit.agent.handler import Paths, Settings, handle, reconcile, render
 from layerkit.agent.lbsystem import stats_password
 from layerkit.agent.members import (
     Backend,
@@ -420,8 +420,8 @@ def test_server_names_of_a_config() -> None:
 
 def test_handle_appends_events_and_outcomes(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")))
-    handle("member-join", "web-a\t172.18.0.5\tweb\trole=web\n", paths, system)
-    handle("member-leave", "evil\nname", paths, system)
+    handle("member-join", "web-a\t172.18.0.5\tweb\trole=web\n", paths, system, Settings())
+    handle("member-leave", "evil\nname", paths, system, Settings())
     records = [json.loads(ln) for ln in paths.event_log.read_text().splitlines()]
     assert [(r["kind"], r["event"]) for r in records] == [
         ("event", "member-join"), ("outcome", "member-join"),
