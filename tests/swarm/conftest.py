@@ -9,6 +9,7 @@ import pytest
 
 from layerkit import __version__
 from layerkit.engine.client import DockerClient, connect
+from tests.engine.cluster_helpers import own_web_image  # noqa: F401 - a user's own app
 from tests.swarm.harness import Harness, start_registry, swarm_harness
 
 IMAGES = [f"layerkit/{name}:{__version__}" for name in ("haproxy", "webapp", "keepalived")]

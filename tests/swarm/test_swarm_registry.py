@@ -14,7 +14,8 @@ from layerkit.engine.client import DockerClient
 from layerkit.engine.images import find_image
 from layerkit.engine.swarm import labelled_secrets
 from tests.engine.cluster_helpers import unique_name
-from tests.swarm.harness import Harness
+from tests.swarm.harness import Harness, load_images
+from tests.swarm.traffic import backends
 
 runner = CliRunner(env={"COLUMNS": "200", "TERM": "dumb"})
 
@@ -65,3 +66,31 @@ def test_a_registry_that_does_not_answer_is_one_line_exit_1(harness: Harness,
     assert find_image(manager, f"{silent}/layerkit/webapp:0.1.0") is None
     code, output = cli(harness, "up", "--swarm", "--registry", "no/such thing", "--name", name)
     assert code == 2, output
+
+
+def test_a_users_own_image_runs_as_the_swarm_web_apps(harness: Harness, manager: DockerClient,
+                                                      registry: str, own_web_image: str) -> None:
+    """`up --swarm --web-image`: the image (only on the manager) is checked there, pushed,
+    pulled by the other nodes, and served on its own port and health path; one that answers
+    404 on its health path is refused before any service, secret or network is made."""
+    load_images([harness.manager], [own_web_image])
+    name = unique_name("swo")
+    try:
+        code, output = cli(harness, "up", "--swarm", "--registry", registry, "--scale", "2",
+                           "--lb", "1", "--port", "8086", "--name", name, "--format", "json",
+                           "--web-image", own_web_image, "--health", "/nope")
+        assert code == 2, output
+        assert f"image {own_web_image} answered 404 to GET /nope on port 8000" in output
+        assert swarm.find_services(manager, name) == {}
+        assert labelled_secrets(manager, {"org.layerkit.project": name}) == []
+        code, output = cli(harness, "up", "--swarm", "--registry", registry, "--scale", "2",
+                           "--lb", "1", "--port", "8086", "--name", name, "--format", "json",
+                           "--web-image", own_web_image, "--health", "/ping")
+        assert code == 0, output
+        result = json.loads(output[output.index("{"):])
+        assert result["ready"]
+        assert len(backends(result["urls"][0], harness.subnet, 12)) == 2
+        web = swarm.find_services(manager, name)["web"]
+        assert web.image.startswith(f"{registry}/layerkit/hello:")
+    finally:
+        swarm.down(manager, name)
