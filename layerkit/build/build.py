@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
+from layerkit.build.reproducible import DEFAULT_EPOCH, rewrite_image
 from layerkit.build.specs import ImageSpec
 from layerkit.build.stream import BuildEvent, OnEvent, StreamState, consume
 from layerkit.engine.client import DockerClient, connect
@@ -103,6 +104,7 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
             on_event(BuildEvent(name, "base", text=text))
 
         parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
+                                       epoch=DEFAULT_EPOCH if epoch is None else epoch,
                                        log=log).ref
     named = {s.name: image_ref(s.parent, version) for s in spec.stages if s.parent in specs}
     generated = generate(spec, parent, version, named, reproducible=epoch is not None)
@@ -158,8 +160,6 @@ def _discard_quietly(client: DockerClient, image_id: str) -> None:
 
 def _reproducible(client: DockerClient, image: BuiltImage, parent: str, epoch: int,
                   on_event: OnEvent) -> BuiltImage:
-    from layerkit.build.reproducible import rewrite_image  # only --reproducible needs it
-
     below = find_image(client, parent)
     result = rewrite_image(client, image.image_id, len(below.layers) if below else 0, epoch)
     on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "
