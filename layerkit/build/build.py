@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from layerkit.build import bootstrap
 from layerkit.build.dockerfile import Generated, generate, image_ref
+from layerkit.build.reproducible import DEFAULT_EPOCH, rewrite_image
 from layerkit.build.specs import ImageSpec
 from layerkit.build.stream import BuildEvent, OnEvent, StreamState, consume
 from layerkit.engine.client import DockerClient, connect
@@ -103,6 +104,7 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
             on_event(BuildEvent(name, "base", text=text))
 
         parent = bootstrap.ensure_base(client, spec.parent, allow_bootstrap=spec.bootstrap,
+                                       epoch=DEFAULT_EPOCH if epoch is None else epoch,
                                        log=log).ref
     named = {s.name: image_ref(s.parent, version) for s in spec.stages if s.parent in specs}
     generated = generate(spec, parent, version, named, reproducible=epoch is not None)
@@ -124,15 +126,40 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
     if epoch is not None:
         image = _reproducible(client, image, parent, epoch, on_event)
     if squash:
-        image = squash_own_layers(client, image, parent, tag_latest=tag_latest,
-                                  on_event=on_event)
+        image = _squashed(client, image, parent, rewritten=epoch is not None,
+                          tag_latest=tag_latest, on_event=on_event)
     return image
+
+
+def _squashed(client: DockerClient, image: BuiltImage, parent: str, *, rewritten: bool,
+              tag_latest: bool, on_event: OnEvent) -> BuiltImage:
+    """Squash `image` and leave the image it replaces neither dangling nor kept twice: the
+    builder's own image stays as `<ref>-build` (its steps stay cached); a reproducible
+    rewrite of it is removed (the builder's image is kept by `_reproducible` already)."""
+    result = squash_own_layers(client, image, parent, tag_latest=tag_latest, on_event=on_event)
+    if result.image_id == image.image_id:  # nothing to squash
+        return result
+    if rewritten:
+        _discard_quietly(client, image.image_id)
+        return result
+    keep = (f"{image.ref}-build", image.image_id)
+    return dataclasses.replace(result, extra_tags=(*result.extra_tags, keep))
+
+
+def _discard_quietly(client: DockerClient, image_id: str) -> None:
+    """Remove an untagged image that only stood between two steps. Its ID is reproducible,
+    so an image of an earlier run may be the same one and be in use: then it stays."""
+    info = find_image(client, image_id)
+    if info is None or info.tags:
+        return
+    try:
+        remove_image(client, image_id)
+    except EngineError as exc:
+        logger.debug("kept the intermediate image %s: %s", image_id[:19], exc.message)
 
 
 def _reproducible(client: DockerClient, image: BuiltImage, parent: str, epoch: int,
                   on_event: OnEvent) -> BuiltImage:
-    from layerkit.build.reproducible import rewrite_image  # only --reproducible needs it
-
     below = find_image(client, parent)
     result = rewrite_image(client, image.image_id, len(below.layers) if below else 0, epoch)
     on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "

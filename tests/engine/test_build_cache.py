@@ -177,3 +177,57 @@ def test_reproducible_cold_builds_give_the_same_ids(images: tuple[Path, str],
         time.sleep(1.1)  # a second later: every time the builder writes differs
     assert ids[0] == ids[1]
     assert set(ids[0]) == {base, app}
+
+
+def _dangling_with(client: DockerClient, marker: str) -> set[str]:
+    """Dangling images whose history names `marker` (other users of the engine make theirs)."""
+    found = set()
+    for image in client.api.images(filters={"dangling": True}):
+        if any(marker in (step.get("CreatedBy") or "") for step in client.api.history(image["Id"])):
+            found.add(image["Id"])
+    return found
+
+
+def test_reproducible_squashed_cold_builds_give_the_same_id(
+        images: tuple[Path, str], docker_client: DockerClient) -> None:
+    root, prefix = images
+    name = f"{prefix}-rs"
+    spec(root, name, 'parent = "layerkit/rootfs:bookworm-slim"\n'
+                     f'[[steps]]\nrun = "mkdir -p /opt/{prefix} && echo 1 > /opt/{prefix}/one '
+                     '&& ldconfig && echo x > /var/log/x.log"\n'
+                     f'[[steps]]\nrun = "echo 2 > /opt/{prefix}/two && rm /opt/{prefix}/one"\n')
+    parent_layers = len(engine.image_info(docker_client, "layerkit/rootfs:bookworm-slim").layers)
+    ids = []
+    for _ in range(2):
+        proc = build(root, name, "--no-cache", "--reproducible", "--squash", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        (image,) = json.loads(proc.stdout)["images"]
+        assert image["layers"] == parent_layers + 1
+        ids.append(image["id"])
+        # the builder's image is kept as <ref>-build; the rewritten one it was squashed from
+        # does not dangle
+        ref = f"layerkit/{name}:{__version__}"
+        assert engine.image_info(docker_client, ref).id == image["id"]
+        assert engine.find_image(docker_client, f"{ref}-build") is not None
+        assert not _dangling_with(docker_client, prefix)
+        _remove_tags(docker_client, prefix)
+        time.sleep(1.1)
+    assert ids[0] == ids[1]
+
+
+def test_squashed_build_keeps_the_builders_image_and_its_cache(
+        images: tuple[Path, str], docker_client: DockerClient) -> None:
+    root, prefix = images
+    name = f"{prefix}-sq"
+    spec(root, name, 'parent = "layerkit/rootfs:bookworm-slim"\n'
+                     f'[[steps]]\nrun = "echo 1 > /{prefix}-one"\n'
+                     f'[[steps]]\nrun = "echo 2 > /{prefix}-two"\n')
+    first = build(root, name, "--squash", "--format", "json")
+    assert first.returncode == 0, first.stderr
+    assert not _dangling_with(docker_client, prefix)
+    assert engine.find_image(docker_client, f"layerkit/{name}:{__version__}-build") is not None
+    again = build(root, name, "--squash", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    (one,), (two,) = (json.loads(p.stdout)["images"] for p in (first, again))
+    assert two["cached_steps"] == two["steps"] - 1
+    assert two["id"] == one["id"]

@@ -38,6 +38,38 @@ def test_mmdebstrap_recipe_is_slim(tmp_path: Path) -> None:
     assert "Post-Invoke" in bootstrap.APT_CONF
 
 
+def test_mmdebstrap_gets_the_epoch_and_keeps_the_environment() -> None:
+    env = bootstrap.mmdebstrap_env({"PATH": "/bin", "SOURCE_DATE_EPOCH": "1"}, 1_700_000_000)
+    assert env == {"PATH": "/bin", "SOURCE_DATE_EPOCH": "1700000000"}
+
+
+def test_cleanup_hook_leaves_nothing_of_the_host_or_the_run(tmp_path: Path) -> None:
+    """The customize hook as mmdebstrap runs it (sh -c HOOK exec ROOT), on a small tree with
+    what a bootstrap leaves: logs, caches, old copies, the host's name and name server."""
+    keep = {"etc/passwd": "root:x:0:0::/root:/bin/sh\n", "var/lib/dpkg/status": "Package: a\n",
+            "var/log/apt/": None, "var/cache/ldconfig/": None}
+    gone = ["var/log/dpkg.log", "var/log/apt/history.log", "var/lib/apt/lists/x_Packages",
+            "var/cache/apt/pkgcache.bin", "var/cache/ldconfig/aux-cache",
+            "var/cache/debconf/config.dat-old", "var/lib/dpkg/status-old", "tmp/x",
+            "root/.cache/pip/y"]
+    emptied = ["etc/machine-id", "etc/hostname", "etc/resolv.conf"]
+    for path in [*keep, *gone, *emptied]:
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not path.endswith("/"):
+            target.write_text(keep.get(path) or f"{path} of this run\n")
+    for path in emptied:
+        (tmp_path / path).chmod(0o755)  # the host's modes, as seen on this machine
+    subprocess.run(["sh", "-c", bootstrap.CLEANUP, "exec", str(tmp_path)], check=True)
+    assert [p for p in gone if (tmp_path / p).exists()] == []
+    assert {p: (tmp_path / p).read_text() for p in emptied} == dict.fromkeys(emptied, "")
+    assert {(tmp_path / p).stat().st_mode & 0o777 for p in emptied[1:]} == {0o644}
+    for path, text in keep.items():
+        assert (tmp_path / path).exists()
+        if text is not None:
+            assert (tmp_path / path).read_text() == text
+
+
 def test_stale_pidfile_is_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -83,6 +115,7 @@ class FakeEngine:
         self.present, self.pullable = set(present), pullable
         self.pulled: list[str] = []
         self.bootstrapped: list[str] = []
+        self.epochs: list[int] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(bootstrap, "find_image",
@@ -97,8 +130,10 @@ class FakeEngine:
             return object()
         return None
 
-    def _bootstrap(self, _client: object, suite: str, ref: str | None = None) -> str:
+    def _bootstrap(self, _client: object, suite: str, ref: str | None = None, *,
+                   epoch: int) -> str:
         self.bootstrapped.append(suite)
+        self.epochs.append(epoch)
         return bootstrap.rootfs_ref(suite)
 
 
@@ -117,10 +152,11 @@ def test_ensure_base_prefers_present_then_pull_then_offline(
     engine = FakeEngine(present, pullable)
     engine.install(monkeypatch)
     base = bootstrap.ensure_base(object(), "debian:bookworm-slim",  # type: ignore[arg-type]
-                                 allow_bootstrap=True)
+                                 allow_bootstrap=True, epoch=1_234_567_890)
     assert (base.ref, base.source) == expected
     assert engine.pulled == pulled
     assert engine.bootstrapped == built
+    assert engine.epochs == [1_234_567_890] * len(built)
 
 
 def test_ensure_base_without_bootstrap_fails_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
