@@ -1,6 +1,7 @@
 """What a Swarm cluster looks like from its manager: tasks with their nodes, the load balancers'
 endpoints, which node holds the floating address (from keepalived's own log), and whether a
-load balancer serves the web apps it should (the x-backend-ip each answer carries)."""
+load balancer serves the web apps it should (the X-Layerkit-Server header HAProxy puts on each
+answer: the address of the web app that gave it, whatever the app)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def serving(url: str, requests: int) -> set[str]:
             response.read()
             if response.status != 200:
                 return set()
-            seen.add(response.getheader("x-backend-ip") or "?")
+            seen.add(response.getheader("x-layerkit-server") or "?")
         except (OSError, http.client.HTTPException):
             return set()
         finally:

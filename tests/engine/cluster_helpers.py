@@ -112,7 +112,7 @@ def get_backend_at(host: str, port: int, timeout: float = 5.0) -> str:
         response.read()
         if response.status != 200:
             raise AssertionError(f"HTTP {response.status}")
-        return response.getheader("x-backend-ip") or "?"
+        return response.getheader("x-layerkit-server") or "?"
     finally:
         conn.close()
 
@@ -182,7 +182,8 @@ class LoadLoop:
                 response.read()
                 if response.status == 200:
                     self.ok += 1
-                    self.seen.append((time.monotonic(), response.getheader("x-backend-ip", "")))
+                    server = response.getheader("x-layerkit-server", "")
+                    self.seen.append((time.monotonic(), server))
                 else:
                     self.failures.append(f"HTTP {response.status}")
                     self.failed_at.append(time.monotonic())

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from layerkit.cli.app import app
 from layerkit.cluster import swarm
 from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import labelled_networks
 from layerkit.engine.images import find_image
 from layerkit.engine.swarm import labelled_secrets
 from tests.engine.cluster_helpers import unique_name
@@ -82,7 +83,8 @@ def test_a_users_own_image_runs_as_the_swarm_web_apps(harness: Harness, manager:
         assert code == 2, output
         assert f"image {own_web_image} answered 404 to GET /nope on port 8000" in output
         assert swarm.find_services(manager, name) == {}
-        assert labelled_secrets(manager, {"org.layerkit.project": name}) == []
+        assert not labelled_secrets(manager, {"org.layerkit.project": name})
+        assert not labelled_networks(manager, {"org.layerkit.project": name})
         code, output = cli(harness, "up", "--swarm", "--registry", registry, "--scale", "2",
                            "--lb", "1", "--port", "8086", "--name", name, "--format", "json",
                            "--web-image", own_web_image, "--health", "/ping")

@@ -1,16 +1,6 @@
-"""A user's web app: 200 on / and /ping, its own address in X-Backend-IP, 404 elsewhere."""
+"""A user's web app: 200 on / and /ping, 404 elsewhere; nothing layerkit-specific in it."""
 
 import http.server
-import socket
-
-
-def own_address() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("10.255.255.255", 9))  # picks the route only; nothing is sent
-            return str(sock.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -22,7 +12,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         body = b"hello from a user's own app\n"
         self.send_response(200)
-        self.send_header("X-Backend-IP", own_address())
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
