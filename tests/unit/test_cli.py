@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerkit import __version__
-from layerkit.cli.app import app
+from layerkit.cli.app import COMMAND_MODULES, app
 from tests.conftest import ROOT
 from tests.unit.test_specs import write_spec
 
@@ -95,3 +96,16 @@ def test_up_refuses_a_forget_time_out_of_range_before_asking_the_engine(value: s
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         f"error: --forget-after {value} must be 1 to 604800 seconds"]
+
+
+def test_command_families_share_types_through_common_only() -> None:
+    """A command module that imported another (squash the analyze module, say) would load and
+    register that family too and tie the two together; what they share lives in cli.common."""
+    for module in COMMAND_MODULES:
+        assert module.__file__ is not None
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = [node.module for node in tree.body
+                    if isinstance(node, ast.ImportFrom) and node.module]
+        others = [name for name in imported
+                  if name.startswith("layerkit.cli") and name != "layerkit.cli.common"]
+        assert others == [], f"{module.__name__} imports {others}"
