@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from layerkit.cli.common import (
+    LayerSource,
     OutputFormat,
     app,
     check_archive_path,
@@ -35,12 +36,6 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
-
-
-class LayerSource(StrEnum):
-    auto = "auto"
-    storage = "storage"
-    save = "save"
 
 
 class ReportFormat(StrEnum):

@@ -152,7 +152,8 @@ def status_cmd(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] =
     OutputFormat.table,
 ) -> None:
-    """Containers, Serf members and HAProxy's view of each backend (Swarm: tasks and nodes)."""
+    """Containers, Serf members and HAProxy's view of each backend (Swarm: tasks and nodes; Serf
+    and HAProxy for the load balancers on the node of the engine asked)."""
     from layerkit.cluster import cluster, swarm
     from layerkit.cluster import render as report
     from layerkit.cluster import swarmrender as swarm_report

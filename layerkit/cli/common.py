@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PACKAGE_DIR",
+    "LayerSource",
     "OutputFormat",
     "Printer",
     "State",
@@ -102,6 +103,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
+
+
+class LayerSource(StrEnum):
+    """Where `analyze` and `squash` read an image's layers (`image.source` chooses for auto)."""
+    auto = "auto"
+    storage = "storage"
+    save = "save"
 
 
 class State:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from layerkit.cli.analyze import LayerSource
 from layerkit.cli.common import (
+    LayerSource,
     OutputFormat,
     app,
     check_archive_path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from layerkit.cluster.cluster import DownResult, ScaleResult, UpResult
-from layerkit.cluster.view import ClusterStatus
+from layerkit.cluster.view import ClusterStatus, LbView
 from layerkit.render import dump_json, plural, tabulate
 
 
@@ -14,16 +14,25 @@ def cluster_status_table(status: ClusterStatus) -> str:
     containers = tabulate([(c.name, c.role, c.state, c.address, c.restarts)
                            for c in status.containers],
                           headers=("container", "role", "state", "address", "restarts"))
-    members = tabulate([(m.name, m.address, m.status, m.role) for m in status.members],
-                       headers=("serf member", "address", "status", "role"))
-    servers = tabulate([(s.name, s.address, s.status, s.check, s.sessions)
-                        for s in status.servers],
-                       # HAProxy's stot: connections the server took in total (one per request
-                       # here), not the clients' sessions that the session cookie keeps
-                       headers=("haproxy backend", "address", "status", "check", "connections"))
-    if not status.haproxy:
-        servers += "\n(HAProxy did not answer: is the load balancer running?)"
-    return "\n\n".join([*head, containers, members, servers])
+    return "\n\n".join([*head, containers, lb_view_table(_view(status))])
+
+
+def _view(status: ClusterStatus) -> LbView:
+    return LbView(status.members, status.servers, status.haproxy)
+
+
+def lb_view_table(view: LbView) -> str:
+    """A load balancer's Serf members and HAProxy servers (on one engine and on Swarm)."""
+    serf = tabulate([(m.name, m.address, m.status, m.role) for m in view.members],
+                    headers=("serf member", "address", "status", "role"))
+    backends = tabulate([(s.name, s.address, s.status, s.check, s.sessions)
+                         for s in view.servers],
+                        # HAProxy's stot: connections the server took in total (one per request
+                        # here), not the clients' sessions that the session cookie keeps
+                        headers=("haproxy backend", "address", "status", "check", "connections"))
+    if not view.haproxy:
+        backends += "\n(HAProxy did not answer: is the load balancer running?)"
+    return f"{serf}\n\n{backends}"
 
 
 def cluster_status_json(status: ClusterStatus) -> str:
@@ -33,10 +42,15 @@ def cluster_status_json(status: ClusterStatus) -> str:
         "containers": [{"name": c.name, "role": c.role, "state": c.state,
                         "address": c.address, "restarts": c.restarts}
                        for c in status.containers],
-        "members": [{"name": m.name, "address": m.address, "status": m.status,
-                     "role": m.role} for m in status.members],
-        "backends": [{"name": s.name, "address": s.address, "status": s.status,
-                      "check": s.check, "sessions": s.sessions} for s in status.servers]})
+        **lb_view_json(_view(status))})
+
+
+def lb_view_json(view: LbView) -> dict[str, object]:
+    return {"haproxy": view.haproxy,
+            "members": [{"name": m.name, "address": m.address, "status": m.status,
+                         "role": m.role} for m in view.members],
+            "backends": [{"name": s.name, "address": s.address, "status": s.status,
+                          "check": s.check, "sessions": s.sessions} for s in view.servers]}
 
 
 def up_text(result: UpResult) -> str:

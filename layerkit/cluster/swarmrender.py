@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from layerkit.cluster.logs import LogLine
 from layerkit.cluster.registry import Pushed
+from layerkit.cluster.render import lb_view_json, lb_view_table
 from layerkit.cluster.swarm import SwarmDownResult, SwarmScaleResult, SwarmUpResult
-from layerkit.cluster.swarmview import SwarmStatus
+from layerkit.cluster.swarmview import BalancerView, SwarmStatus
 from layerkit.render import dump_json, tabulate
 
 
@@ -56,7 +57,17 @@ def status_table(status: SwarmStatus) -> str:
     tasks = tabulate([(t.name, t.role, t.node, t.state, t.address, t.message)
                       for t in status.tasks],
                      headers=("task", "role", "node", "state", "address", "message"))
-    return f"{head}\n\n{tasks}"
+    return "\n\n".join([head, tasks, *(_balancer_text(b) for b in status.balancers)])
+
+
+def _balancer_text(balancer: BalancerView) -> str:
+    where = f"load balancer {balancer.task} on {balancer.node}"
+    if not balancer.here:
+        return (f"{where}: runs on another node; Serf members and HAProxy backends are shown "
+                "only for the load balancers on this engine's node")
+    if balancer.view is None:
+        return f"{where}: no view (not running, or it did not answer)"
+    return f"{where}:\n\n{lb_view_table(balancer.view)}"
 
 
 def status_json(status: SwarmStatus) -> str:
@@ -65,7 +76,10 @@ def status_json(status: SwarmStatus) -> str:
         "vip_node": status.vip_node, "replicas": dict(status.replicas),
         "tasks": [{"name": t.name, "role": t.role, "node": t.node, "state": t.state,
                    "desired": t.desired, "address": t.address, "message": t.message}
-                  for t in status.tasks]})
+                  for t in status.tasks],
+        "load_balancers": [{"task": b.task, "node": b.node, "here": b.here,
+                            **(lb_view_json(b.view) if b.view else {})}
+                           for b in status.balancers]})
 
 
 def log_line(line: LogLine) -> str:

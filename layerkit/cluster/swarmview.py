@@ -1,7 +1,9 @@
 """What a Swarm cluster looks like from its manager: tasks with their nodes, the load balancers'
-endpoints, which node holds the floating address (from keepalived's own log), and whether a
-load balancer serves the web apps it should (the X-Layerkit-Server header HAProxy puts on each
-answer: the address of the web app that gave it, whatever the app)."""
+endpoints, which node holds the floating address (from keepalived's own log), whether a load
+balancer serves the web apps it should (the X-Layerkit-Server header HAProxy puts on each answer:
+the address of the web app that gave it, whatever the app), and the Serf and HAProxy views of
+the load balancers whose containers run on the engine asked (an exec reaches only the containers
+of the engine it is sent to)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from layerkit.cluster.view import LbView, lb_view
 from layerkit.engine.client import DockerClient
+from layerkit.engine.containers import inspect_container
 from layerkit.engine.logs import service_logs
-from layerkit.engine.swarm import SwarmService, list_nodes, service_tasks
+from layerkit.engine.swarm import SwarmService, SwarmTask, list_nodes, service_tasks, swarm_state
+from layerkit.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,14 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+class BalancerView:
+    task: str
+    node: str
+    here: bool             # its container runs on the engine the status was read from
+    view: LbView | None    # Serf's and HAProxy's views; None elsewhere or without an answer
+
+
+@dataclass(frozen=True)
 class SwarmStatus:
     name: str
     urls: tuple[str, ...]
@@ -42,6 +55,7 @@ class SwarmStatus:
     replicas: Mapping[str, int | None]   # role -> replicas asked for (None: global)
     vip: str | None
     vip_node: str | None                 # the node whose keepalived last became MASTER
+    balancers: tuple[BalancerView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,9 @@ def serving(url: str, requests: int) -> set[str]:
 def read_status(client: DockerClient, name: str, services: Mapping[str, SwarmService],
                 urls: tuple[str, ...]) -> SwarmStatus:
     nodes = node_names(client)
+    here = swarm_state(client).node_id
     rows: list[TaskRow] = []
+    balancers: list[BalancerView] = []
     for role, service in services.items():
         for task in service_tasks(client, service.id):
             if task.desired_state != "running" and task.state != "running":
@@ -95,13 +111,31 @@ def read_status(client: DockerClient, name: str, services: Mapping[str, SwarmSer
             rows.append(TaskRow(f"{service.name}.{label}", role, nodes.get(task.node_id, "?"),
                                 task.state, task.desired_state, ",".join(task.addresses),
                                 task.message))
+            if role == "lb":
+                balancers.append(balancer_view(client, rows[-1], task, here))
     rows.sort(key=lambda r: (ROLE_ORDER.get(r.role, 9), r.name))
     vip_service = services.get("vip")
     lb = services.get("lb")
     return SwarmStatus(name, urls, tuple(rows),
                        {role: s.replicas for role, s in services.items()},
                        lb.labels.get("org.layerkit.vip") if lb else None,
-                       vip_holder(client, vip_service, nodes) if vip_service else None)
+                       vip_holder(client, vip_service, nodes) if vip_service else None,
+                       tuple(sorted(balancers, key=lambda b: b.task)))
+
+
+def balancer_view(client: DockerClient, row: TaskRow, task: SwarmTask, here: str
+                  ) -> BalancerView:
+    """A load balancer task's Serf and HAProxy views, read as on one engine (`view.lb_view`)
+    when its container is on the engine asked (node `here`)."""
+    if task.node_id != here:
+        return BalancerView(row.name, row.node, False, None)
+    if task.state != "running" or not task.container_id:
+        return BalancerView(row.name, row.node, True, None)
+    try:
+        view = lb_view(client, inspect_container(client, task.container_id))
+    except NotFound:  # the container is gone since the tasks were listed
+        view = None
+    return BalancerView(row.name, row.node, True, view)
 
 
 def vip_holder(client: DockerClient, service: SwarmService, nodes: Mapping[str, str]

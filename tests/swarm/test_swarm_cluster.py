@@ -102,7 +102,18 @@ def test_secrets_never_in_env_labels_or_output(harness: Harness, manager: Docker
     assert json.loads(key)
     inspect = node.run("docker", "inspect", container)
     service = json.dumps([s.env for s in swarm.find_services(manager, name).values()])
-    for text in (inspect, service, output):
+    # from a load balancer's node: its Serf and HAProxy views, as on one engine; the other's
+    # node is named
+    lb_node = harness.node_of(next(t["node"] for t in status["tasks"] if t["role"] == "lb"))
+    code, from_lb = cli(harness, "status", "--name", name, "--format", "json", node=lb_node)
+    assert code == 0, from_lb
+    here, elsewhere = sorted(json.loads(from_lb)["load_balancers"], key=lambda b: not b["here"])
+    assert here["node"] == lb_node.name, from_lb
+    assert [m["role"] for m in here["members"] if m["status"] == "alive"].count("web") == 6
+    assert [b["status"][:2] for b in here["backends"]] == ["UP"] * 6, from_lb
+    assert (elsewhere["here"], "members" in elsewhere) == (False, False), from_lb
+    assert elsewhere["node"] != lb_node.name
+    for text in (inspect, service, output, from_lb):
         assert json.loads(key)[0] not in text
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from layerkit import __version__
-from layerkit.cli.app import app
+from layerkit.cli.app import COMMAND_MODULES, app
 from tests.conftest import ROOT
+from tests.imagetar import Image, file, layer, legacy_archive, oci_archive
 from tests.unit.test_specs import write_spec
 
 runner = CliRunner(env={"COLUMNS": "120", "TERM": "dumb"})
@@ -95,3 +101,66 @@ def test_up_refuses_a_forget_time_out_of_range_before_asking_the_engine(value: s
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         f"error: --forget-after {value} must be 1 to 604800 seconds"]
+
+
+def test_command_families_share_types_through_common_only() -> None:
+    """A command module that imported another (squash the analyze module, say) would load and
+    register that family too and tie the two together; what they share lives in cli.common."""
+    for module in COMMAND_MODULES:
+        assert module.__file__ is not None
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = [node.module for node in tree.body
+                    if isinstance(node, ast.ImportFrom) and node.module]
+        others = [name for name in imported
+                  if name.startswith("layerkit.cli") and name != "layerkit.cli.common"]
+        assert others == [], f"{module.__name__} imports {others}"
+
+
+
+@contextlib.contextmanager
+def _counting_port() -> Iterator[tuple[int, list[str]]]:
+    """A tcp port on 127.0.0.1 that closes every connection at once and notes it: a client
+    that tried fails fast instead of waiting for an answer."""
+    seen: list[str] = []
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.05)
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, peer = server.accept()
+                except TimeoutError:
+                    continue
+                seen.append(f"{peer[0]}:{peer[1]}")
+                conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1], seen
+        finally:
+            done.set()
+            thread.join(5)
+
+
+@pytest.mark.parametrize("args", [
+    ["analyze", "--archive", "{a}", "--no-report"],
+    ["analyze", "--archive", "{o}", "--no-report", "--source", "save"],
+    ["diff", "{a}", "{o}"],
+    ["squash", "--archive", "{a}", "--all", "--no-load", "-t", "x:flat", "--archive-out", "{out}"],
+])
+def test_saved_archives_need_no_engine(tmp_path: Path, args: list[str]) -> None:
+    """Commands on saved tars never connect: DOCKER_HOST names a port that notes connections
+    (a refused port would hide an attempt whose failure is swallowed)."""
+    layers = [layer(file("etc/a", b"one")), layer(file("etc/b", b"two"))]
+    (tmp_path / "a.tar").write_bytes(legacy_archive(Image(layers, tag="app:1")))
+    (tmp_path / "o.tar").write_bytes(oci_archive(Image(layers[:1], tag="app:2")))
+    paths = {"a": tmp_path / "a.tar", "o": tmp_path / "o.tar", "out": tmp_path / "out.tar"}
+    with _counting_port() as (port, seen):
+        env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{port}"}
+        proc = subprocess.run([sys.executable, "-m", "layerkit",
+                               *(arg.format(**paths) for arg in args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert seen == []
+    assert proc.returncode == 0, proc.stderr

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import socket
 
 import pytest
 
 from layerkit.agent.serfagent import address_in
 from layerkit.agent.vip import check, render
+from layerkit.cluster import render as cluster_render
+from layerkit.cluster import swarmrender
 from layerkit.cluster.logs import _lines, order_key, parse_since
 from layerkit.cluster.swarm import check_vip_on_nodes, vip_interface, vrid
-from layerkit.cluster.swarmview import parse_logs
+from layerkit.cluster.swarmview import BalancerView, SwarmStatus, TaskRow, parse_logs
+from layerkit.cluster.view import LbView, MemberRow, ServerRow
 from layerkit.engine.swarm import SwarmNode
 from layerkit.errors import UsageError
 
@@ -109,3 +113,24 @@ def test_timestamps_order_whatever_their_fraction_length() -> None:
 
 def test_lines_are_whole_across_chunks() -> None:
     assert list(_lines([b"a\nb", b"c\n", b"d"])) == ["a", "bc", "d"]
+
+
+def test_swarm_status_shows_the_views_of_the_load_balancers_on_this_engine() -> None:
+    """Shown as on one engine (the same table and JSON keys); one on another node said plainly."""
+    view = LbView((MemberRow("web-1-ab12", "10.0.1.5:7946", "alive", "web"),),
+                  (ServerRow("web-1-ab12", "10.0.1.5:8000", "UP", "L7OK", 3),), True)
+    status = SwarmStatus("demo", ("http://10.0.0.9:8080/",), (TaskRow(
+        "layerkit-demo-lb.1", "lb", "n1", "running", "running", "10.0.1.2", "started"),),
+        {"lb": 2}, None, None, (BalancerView("layerkit-demo-lb.1", "n1", True, view),
+                                BalancerView("layerkit-demo-lb.2", "n2", False, None)))
+    table = swarmrender.status_table(status)
+    shown = cluster_render.lb_view_table(view)
+    assert f"load balancer layerkit-demo-lb.1 on n1:\n\n{shown}" in table
+    assert "load balancer layerkit-demo-lb.2 on n2: runs on another node" in table
+    here, other = json.loads(swarmrender.status_json(status))["load_balancers"]
+    assert here == {"task": "layerkit-demo-lb.1", "node": "n1", "here": True,
+                    **cluster_render.lb_view_json(view)}
+    assert here["members"][0]["status"] == "alive"
+    assert here["backends"][0] == {"name": "web-1-ab12", "address": "10.0.1.5:8000",
+                                   "status": "UP", "check": "L7OK", "sessions": 3}
+    assert other == {"task": "layerkit-demo-lb.2", "node": "n2", "here": False}
