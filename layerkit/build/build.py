@@ -1,21 +1,22 @@
 """The build graph: base first, each image's context made here, built through the engine.
 
 Progress is reported as `BuildEvent`s to a callback (the CLI draws them); nothing is printed.
-Tags move only when every image asked for has built: each image is built untagged, its
-children are built FROM its ID, and the tags are applied at the end. A failed or interrupted
-build removes what it made that nothing else refers to, so it leaves no dangling images; the
-steps that were already cached stay cached.
+Tags move only when every image asked for has built: each image is built untagged (and so are
+its reproducible rewrite and its squash), its children are built FROM its ID, and the tags are
+applied at the end. A failed or interrupted build removes what it made that nothing else refers
+to, so it leaves no dangling images; the steps that were already cached stay cached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import os
 import tarfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from layerkit.build import bootstrap
@@ -79,11 +80,10 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
                     if k in dict(spec.build_args)}
             built.append(_build_spec(client, spec, specs, built, version=version,
                                      no_cache=fresh, write_dockerfiles=write_dockerfiles,
-                                     squash=squash, tag_latest=tag_latest, build_args=args,
+                                     squash=squash, build_args=args,
                                      epoch=epoch, on_event=on_event))
     except BaseException as exc:
-        # after Ctrl-C the client's connections were closed to cancel the build
-        _forget(connect(timeout=10) if isinstance(exc, KeyboardInterrupt) else client, built)
+        _forget(_usable(client, exc), built)
         raise
     for image in built:
         for extra_ref, extra_id in image.extra_tags:
@@ -96,7 +96,7 @@ def build_all(client: DockerClient, order: list[ImageSpec], specs: dict[str, Ima
 
 def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpec],
                 built: list[BuiltImage], *, version: str, no_cache: bool,
-                write_dockerfiles: bool, squash: bool, tag_latest: bool,
+                write_dockerfiles: bool, squash: bool,
                 build_args: dict[str, str], epoch: int | None, on_event: OnEvent) -> BuiltImage:
     parent = parent_ref(spec, specs, version)
     if spec.parent not in specs:
@@ -123,20 +123,25 @@ def _build_spec(client: DockerClient, spec: ImageSpec, specs: dict[str, ImageSpe
     image = build_one(client, spec, generated, version=version, no_cache=no_cache,
                       tag_latest=False, parent_layers=layers, build_args=build_args,
                       on_event=on_event)
-    if epoch is not None:
-        image = _reproducible(client, image, parent, epoch, on_event)
-    if squash:
-        image = _squashed(client, image, parent, rewritten=epoch is not None,
-                          tag_latest=tag_latest, on_event=on_event)
-    return image
+    made = [image]  # what a failure from here on removes (the untagged ones)
+    try:
+        if epoch is not None:
+            made.append(_reproducible(client, made[-1], parent, epoch, on_event))
+        if squash:
+            made.append(_squashed(client, made[-1], parent, rewritten=epoch is not None,
+                                  on_event=on_event))
+    except BaseException as exc:
+        _forget(_usable(client, exc), made)
+        raise
+    return made[-1]
 
 
 def _squashed(client: DockerClient, image: BuiltImage, parent: str, *, rewritten: bool,
-              tag_latest: bool, on_event: OnEvent) -> BuiltImage:
+              on_event: OnEvent) -> BuiltImage:
     """Squash `image` and leave the image it replaces neither dangling nor kept twice: the
     builder's own image stays as `<ref>-build` (its steps stay cached); a reproducible
     rewrite of it is removed (the builder's image is kept by `_reproducible` already)."""
-    result = squash_own_layers(client, image, parent, tag_latest=tag_latest, on_event=on_event)
+    result = squash_own_layers(client, image, parent, on_event=on_event)
     if result.image_id == image.image_id:  # nothing to squash
         return result
     if rewritten:
@@ -149,12 +154,12 @@ def _squashed(client: DockerClient, image: BuiltImage, parent: str, *, rewritten
 def _discard_quietly(client: DockerClient, image_id: str) -> None:
     """Remove an untagged image that only stood between two steps. Its ID is reproducible,
     so an image of an earlier run may be the same one and be in use: then it stays."""
-    info = find_image(client, image_id)
-    if info is None or info.tags:
-        return
     try:
+        info = find_image(client, image_id)
+        if info is None or info.tags:
+            return
         remove_image(client, image_id)
-    except EngineError as exc:
+    except LayerkitError as exc:
         logger.debug("kept the intermediate image %s: %s", image_id[:19], exc.message)
 
 
@@ -162,12 +167,31 @@ def _reproducible(client: DockerClient, image: BuiltImage, parent: str, epoch: i
                   on_event: OnEvent) -> BuiltImage:
     below = find_image(client, parent)
     result = rewrite_image(client, image.image_id, len(below.layers) if below else 0, epoch)
-    on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "
-                        f"layers rewritten, {result.dropped_files} files dropped "
-                        f"({result.image_id[:19]})"))
+    with _removed_on_failure(client, result.image_id):
+        on_event(BuildEvent(image.name, "log", text=f"reproducible: {result.layers_rewritten} "
+                            f"layers rewritten, {result.dropped_files} files dropped "
+                            f"({result.image_id[:19]})"))
     keep = (f"{image.ref}-build", image.image_id)
     return dataclasses.replace(image, image_id=result.image_id,
                                extra_tags=(*image.extra_tags, keep))
+
+
+def _usable(client: DockerClient, exc: BaseException) -> DockerClient:
+    """A client for the clean-up: after Ctrl-C the client's connections may have been closed
+    (to cancel a build) or cut mid-request, so a new one is made."""
+    return connect(timeout=10) if isinstance(exc, KeyboardInterrupt) else client
+
+
+@contextlib.contextmanager
+def _removed_on_failure(client: DockerClient, image_id: str) -> Iterator[None]:
+    """For the steps between making an untagged image and handing it to the caller (who
+    removes it after a later failure): a failure here removes it."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(LayerkitError):
+            _remove_if_untagged(_usable(client, exc), image_id)
+        raise
 
 
 def _tagged_as(client: DockerClient, image: BuiltImage) -> bool:
@@ -209,22 +233,22 @@ def _remove_if_untagged(client: DockerClient, image_id: str, *, seconds: float =
 
 
 def squash_own_layers(client: DockerClient, image: BuiltImage, parent: str, *,
-                      tag_latest: bool = True, on_event: OnEvent = lambda _: None) -> BuiltImage:
+                      on_event: OnEvent = lambda _: None) -> BuiltImage:
     """`layerkit squash --from parent`, reproducibly: a cached rebuild squashes to the same ID,
-    so the images built on this one keep their cache too. The squash tags its result itself."""
+    so the images built on this one keep their cache too. The result is loaded untagged, as
+    the builder's images are: the caller moves the tags (`build_all`, once all have built)."""
     from layerkit.squash.squash import SquashOptions  # only a --squash build loads squash
     from layerkit.squash.squash import squash as squash_image
 
-    options = SquashOptions(tag=image.ref, base=parent, reproducible=True)
+    options = SquashOptions(tag=image.ref, base=parent, reproducible=True, move_tag=False)
     try:
         result = squash_image(client, image.image_id, options, os.environ)
     except NothingToSquash:
         return image
-    if tag_latest:
-        tag_image(client, result.image_id, f"layerkit/{image.name}:latest")
-    on_event(BuildEvent(image.name, "log", text=f"squashed {result.squashed_layers} layers "
-                        f"into one ({result.image_id[:19]})"))
-    size = image_info(client, result.image_id).size or image.size
+    with _removed_on_failure(client, result.image_id):
+        size = image_info(client, result.image_id).size or image.size
+        on_event(BuildEvent(image.name, "log", text=f"squashed {result.squashed_layers} "
+                            f"layers into one ({result.image_id[:19]})"))
     return dataclasses.replace(image, image_id=result.image_id, layers=result.layers_after,
                                size=size)
 

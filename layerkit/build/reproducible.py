@@ -12,6 +12,7 @@ is loaded with the new layers (the parent's are found by their digests, not sent
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import fnmatch
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from layerkit.engine.client import DockerClient
-from layerkit.engine.images import load_image
+from layerkit.engine.images import find_image, load_image, remove_image
 from layerkit.engine.save import save_image
 from layerkit.errors import UsageError
 
@@ -76,10 +77,16 @@ def rewrite_image(client: DockerClient, image_id: str, parent_layers: int, epoch
                 with target.open("wb") as out:
                     dropped += _rewrite_layer(_member(archive, name), out, epoch)
                 new_ids.append(_sha256(target))
-        new_config = _config(config, parent_layers, new_ids, epoch)
-        body = _canonical(new_config)
-        load_image(client, _load_tar(Path(tmp), body, len(layer_names), parent_layers))
-    new_id = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        body = _canonical(_config(config, parent_layers, new_ids, epoch))
+        new_id = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        existed = find_image(client, new_id) is not None
+        try:
+            load_image(client, _load_tar(Path(tmp), body, len(layer_names), parent_layers))
+        except BaseException:  # even mid-load: no untagged image of ours is left
+            if not existed:
+                with contextlib.suppress(Exception):
+                    remove_image(client, new_id)
+            raise
     logger.debug("reproducible: %s -> %s (%d layers, %d files dropped)", image_id[:19],
                  new_id[:19], len(new_ids), dropped)
     return Rewritten(new_id, len(new_ids), dropped)

@@ -19,6 +19,8 @@ class SquashOptions:
     archive: Path | None = None             # --archive: read a saved image, no engine
     archive_out: Path | None = None         # --archive-out: write the result (gzip layers)
     load: bool = True                       # load into the engine (needs a tag)
+    # False: load the result untagged (`tag` only names it): a build moves all its tags at once
+    move_tag: bool = True
     reproducible: bool = False
     verify: bool = True
     low_disk: bool = False                  # read the image twice instead of spooling it

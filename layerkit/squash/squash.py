@@ -159,7 +159,7 @@ class _Run:
                 if self.opts.archive_out is not None:  # writing the result counts as loading it
                     self._timed("load", lambda: self._write_archive(image, start, layer_path,
                                                                     config))
-                if loaded and self.opts.tag is not None:
+                if loaded and self.opts.tag is not None and self.opts.move_tag:
                     assert self.client is not None
                     tag_image(self.client, new_id, self.opts.tag)
             except BaseException:

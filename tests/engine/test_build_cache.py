@@ -17,9 +17,14 @@ from pathlib import Path
 import pytest
 
 from layerkit import __version__
+from layerkit.build import build as build_module
+from layerkit.build.build import build_all
+from layerkit.build.specs import build_order, load_all
 from layerkit.engine import images as engine
 from layerkit.engine.client import DockerClient
-from tests.conftest import IMAGES, ROOT
+from layerkit.errors import EngineError, SquashError
+from layerkit.squash import squash as squash_module
+from tests.conftest import IMAGES, PACKAGE_DIR, ROOT
 
 
 @pytest.fixture
@@ -180,10 +185,12 @@ def test_reproducible_cold_builds_give_the_same_ids(images: tuple[Path, str],
 
 
 def _dangling_with(client: DockerClient, marker: str) -> set[str]:
-    """Dangling images whose history names `marker` (other users of the engine make theirs)."""
+    """Dangling images whose history names `marker` (other users of the engine make theirs);
+    a squashed image names its steps in the comment of its one step."""
     found = set()
     for image in client.api.images(filters={"dangling": True}):
-        if any(marker in (step.get("CreatedBy") or "") for step in client.api.history(image["Id"])):
+        if any(marker in f"{step.get('CreatedBy') or ''} {step.get('Comment') or ''}"
+               for step in client.api.history(image["Id"])):
             found.add(image["Id"])
     return found
 
@@ -231,3 +238,68 @@ def test_squashed_build_keeps_the_builders_image_and_its_cache(
     (one,), (two,) = (json.loads(p.stdout)["images"] for p in (first, again))
     assert two["cached_steps"] == two["steps"] - 1
     assert two["id"] == one["id"]
+
+
+ROOTFS = "layerkit/rootfs:bookworm-slim"
+
+
+@pytest.mark.parametrize("flags", [("--squash",), ("--squash", "--reproducible")],
+                         ids=["squash", "squash-reproducible"])
+def test_a_failure_after_a_squashed_image_moves_none_of_its_tags(
+        images: tuple[Path, str], docker_client: DockerClient, flags: tuple[str, ...]) -> None:
+    root, prefix = images
+    first, second = f"{prefix}-ta", f"{prefix}-tb"
+    spec(root, first, f'parent = "{ROOTFS}"\n[[steps]]\nrun = "echo one > /{prefix}-a"\n'
+                      f'[[steps]]\nrun = "echo two > /{prefix}-b"\n')
+    done = build(root, first, *flags)
+    assert done.returncode == 0, done.stderr
+    ref = f"layerkit/{first}:{__version__}"
+    tags = (ref, f"{ref}-build", f"layerkit/{first}:latest")
+    before = {tag: engine.image_info(docker_client, tag).id for tag in tags}
+    spec(root, first, f'parent = "{ROOTFS}"\n[[steps]]\nrun = "echo new > /{prefix}-a"\n'
+                      f'[[steps]]\nrun = "echo two > /{prefix}-b"\n')
+    spec(root, second, f'parent = "{first}"\n[[steps]]\nrun = "echo {prefix}; exit 3"\n')
+    proc = build(root, second, *flags)
+    assert proc.returncode == 1, proc.stderr
+    # the first image was built and squashed anew in this run: none of its tags moved, and
+    # neither its squashed image nor the builder's is left behind
+    assert {tag: engine.image_info(docker_client, tag).id for tag in tags} == before
+    assert engine.find_image(docker_client, f"layerkit/{second}:{__version__}") is None
+    assert not _dangling_with(docker_client, prefix)
+
+
+@pytest.mark.parametrize(("where", "error"), [
+    ("squash", SquashError("injected")),
+    ("squash-reproducible", KeyboardInterrupt()),
+    ("rewrite", EngineError("injected")),
+])
+def test_a_failed_rewrite_or_squash_leaves_none_of_the_builds_images(
+        images: tuple[Path, str], docker_client: DockerClient, monkeypatch: pytest.MonkeyPatch,
+        where: str, error: BaseException) -> None:
+    """The step built on the real engine; the squash or rewrite after it fails (or is
+    interrupted): the builder's image (and the rewritten one) must not be left untagged."""
+    root, prefix = images
+    name = f"{prefix}-f"
+    spec(root, name, f'parent = "{ROOTFS}"\n[[steps]]\nrun = "echo {prefix} > /{prefix}"\n'
+                     f'[[stages]]\nname = "s"\nrun = ["echo {prefix} > /s"]\n'
+                     f'[[artifacts]]\nstage = "s"\nsrc = "/s"\ndest = "/{prefix}-s"\n')
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    if where == "rewrite":
+        monkeypatch.setattr(build_module, "rewrite_image", broken)
+    else:
+        monkeypatch.setattr(squash_module, "squash", broken)
+    specs = load_all(root, PACKAGE_DIR)
+    kinds: list[str] = []
+    with pytest.raises(type(error)):
+        build_all(docker_client, build_order(specs, [name]), specs, version=__version__,
+                  write_dockerfiles=False, squash=where != "rewrite",
+                  epoch=None if where == "squash" else 1_700_000_000,
+                  on_event=lambda e: kinds.append(e.kind))
+    assert "done" in kinds  # the builder's step did succeed
+    ref = f"layerkit/{name}:{__version__}"
+    assert all(engine.find_image(docker_client, tag) is None
+               for tag in (ref, f"{ref}-build", f"{ref}-s", f"layerkit/{name}:latest"))
+    assert not _dangling_with(docker_client, prefix)
