@@ -93,6 +93,6 @@ def test_a_users_own_image_runs_as_the_swarm_web_apps(harness: Harness, manager:
         assert result["ready"]
         assert len(backends(result["urls"][0], harness.subnet, 12)) == 2
         web = swarm.find_services(manager, name)["web"]
-        assert web.image.startswith(f"{registry}/layerkit/hello:")
+        assert web.image.startswith(f"{registry}/layerkit/hello@sha256:")
     finally:
         swarm.down(manager, name)
