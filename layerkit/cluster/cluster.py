@@ -341,8 +341,10 @@ def status(client: DockerClient, name: str) -> ClusterStatus:
                         key=lambda r: (r.role != "lb", r.name)))
     lb = next((c for c in containers if c.labels.get(ROLE_LABEL) == "lb"), None)
     view = lb_view(client, lb)
+    kept = saved_options(client, name)
     return ClusterStatus(name, endpoints_of(lb), rows, view.members if view else (),
-                         view.servers if view else (), bool(view and view.haproxy))
+                         view.servers if view else (), bool(view and view.haproxy),
+                         kept.web_image, kept.web_port, kept.health)
 
 
 def stats_password(client: DockerClient, name: str) -> str:

@@ -10,7 +10,9 @@ from layerkit.render import dump_json, plural, tabulate
 def cluster_status_table(status: ClusterStatus) -> str:
     ep = status.endpoints
     head = [f"cluster {status.name}: {ep.url or 'no published URL'}"
-            + (f"  (stats {ep.stats_url}, user admin)" if ep.stats_url else "")]
+            + (f"  (stats {ep.stats_url}, user admin)" if ep.stats_url else "")
+            + (f"\nweb apps: {status.web_image}, port {status.web_port}, health check GET "
+               f"{status.health}" if status.web_image else "")]
     containers = tabulate([(c.name, c.role, c.state, c.address, c.restarts)
                            for c in status.containers],
                           headers=("container", "role", "state", "address", "restarts"))
@@ -39,6 +41,7 @@ def cluster_status_json(status: ClusterStatus) -> str:
     return dump_json("status", {
         "cluster": status.name, "url": status.endpoints.url,
         "stats_url": status.endpoints.stats_url, "haproxy": status.haproxy,
+        "web": {"image": status.web_image, "port": status.web_port, "health": status.health},
         "containers": [{"name": c.name, "role": c.role, "state": c.state,
                         "address": c.address, "restarts": c.restarts}
                        for c in status.containers],

@@ -60,6 +60,9 @@ class ClusterStatus:
     members: tuple[MemberRow, ...]   # empty when the load balancer does not run
     servers: tuple[ServerRow, ...]   # HAProxy's view of each backend
     haproxy: bool                    # HAProxy answered on its admin socket
+    web_image: str = ""              # what new web apps are made of, as `up` kept it
+    web_port: int = 0
+    health: str = ""
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def test_status_json_schema_is_pinned() -> None:
                            (), (), False)
     doc = json.loads(report.cluster_status_json(status))
     assert doc["schema"] == "layerkit/status/v1"
-    assert set(doc) == {"schema", "cluster", "url", "stats_url", "haproxy", "containers",
+    assert set(doc) == {"schema", "cluster", "url", "stats_url", "haproxy", "web", "containers",
                         "members", "backends"}
     assert "HAProxy did not answer" in report.cluster_status_table(status)
 
@@ -108,6 +108,8 @@ def test_status_json_schema_is_pinned() -> None:
     ["scale", "3", "--wait", "-1"], ["scale", "3", "--wait", "nan"],
     ["up", "--port", "9000", "--stats-port", "9000"], ["up", "--memory", "1x"],
     ["up", "--swarm", "--memory", "1x"], ["up", "--swarm", "--pids", "5"],
+    ["up", "--web-port", "70000"], ["up", "--health", "healthz"],
+    ["up", "--swarm", "--health", "/a b"], ["up", "--swarm", "--web-port", "-1"],
 ])
 def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
