@@ -11,12 +11,10 @@ the cluster's, mounted as files; every service, secret and network carries the l
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import secrets
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -35,6 +33,13 @@ from layerkit.cluster.launch import web_env
 from layerkit.cluster.options import ClusterOptions, size_bytes, validate_limits, validate_web
 from layerkit.cluster.registry import push_all, validate_registry
 from layerkit.cluster.swarmview import SwarmStatus, lb_endpoints, read_status, serving
+from layerkit.cluster.swarmvip import (
+    VRID_LABEL,
+    check_vip_on_nodes,
+    free_vrid,
+    taken_vrids,
+    vip_interface,
+)
 from layerkit.cluster.webcheck import CHECK_SECONDS, check_web_image, web_port_of
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
@@ -68,7 +73,6 @@ PORT_LABEL, VIP_LABEL = "org.layerkit.port", "org.layerkit.vip"
 KEYRING_SECRET, PASSWORD_SECRET = "serf-keyring", "stats-password"  # file names in /run/secrets
 HTTP_TARGET = 80
 MAX_LB = 16
-DEFAULT_PREFIX = 24  # assumed for a --vip given without one
 
 
 @dataclass(frozen=True)
@@ -137,34 +141,6 @@ def validate_options(opts: SwarmOptions) -> None:
         validate_registry(opts.registry)
     validate_limits(opts.memory, opts.pids, opts.log_size, opts.log_files)
     validate_web(opts.web_port, opts.health)
-
-
-def vip_interface(vip: str) -> ipaddress.IPv4Interface:
-    """The floating address with its prefix (DEFAULT_PREFIX when none is given)."""
-    text = vip if "/" in vip else f"{vip}/{DEFAULT_PREFIX}"
-    try:
-        iface = ipaddress.IPv4Interface(text)
-    except ValueError:
-        raise UsageError(f"--vip {vip!r} is not an IPv4 address[/prefix]") from None
-    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise UsageError(f"--vip {vip}: not a host address of {iface.network}")
-    return iface
-
-
-def check_vip_on_nodes(vip: str, nodes: tuple[SwarmNode, ...]) -> None:
-    """Every node must be on the floating address's network, and none may hold it already."""
-    iface = vip_interface(vip)
-    outside = [n.hostname for n in nodes if ipaddress.ip_address(n.address) not in iface.network]
-    if outside:
-        raise UsageError(f"--vip {vip} is outside the nodes' network: {', '.join(outside)} "
-                         f"not in {iface.network}", hint="give --vip ADDRESS/PREFIX")
-    if any(n.address == str(iface.ip) for n in nodes):
-        raise UsageError(f"--vip {vip} is a node's own address")
-
-
-def vrid(name: str) -> int:
-    """A VRRP router id per cluster name (1-255): clusters on one network use different ones."""
-    return zlib.crc32(name.encode()) % 255 + 1
 
 
 def _ready_nodes(client: DockerClient) -> tuple[SwarmNode, ...]:
@@ -296,12 +272,14 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
              "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'web')}"}))
     if opts.vip:
         on_progress(f"the floating address {opts.vip}")
+        router = free_vrid(opts.name, taken_vrids(client))
         create_service(client, ServiceRequest(
             limits=limits, name=service_name(opts.name, "vip"), image=opts.vip_image,
-            labels=labels(opts.name, "vip"), replicas=None, networks=("host",),
+            labels={**labels(opts.name, "vip"), VRID_LABEL: str(router)}, replicas=None,
+            networks=("host",),
             cap_add=("CAP_NET_ADMIN", "CAP_NET_RAW"),
             env={"LAYERKIT_VIP": vip_interface(opts.vip).with_prefixlen,
-                 "LAYERKIT_VRID": str(vrid(opts.name)),
+                 "LAYERKIT_VRID": str(router),
                  "LAYERKIT_CHECK_PORT": str(opts.port)}))
 
 

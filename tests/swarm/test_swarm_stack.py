@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from layerkit.agent.serfagent import write_keyring
 from layerkit.cli.app import app
-from layerkit.cluster import swarm
+from layerkit.cluster import swarm, swarmvip
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_networks
 from tests.conftest import ROOT
@@ -46,7 +46,7 @@ def test_stack_file_deploys_the_same_cluster(harness: Harness, manager: DockerCl
     vip = f"{harness.free_address(3)}/{harness.subnet.prefixlen}"
     env = {**os.environ, "DOCKER_HOST": harness.manager.docker_host, "LAYERKIT_CLUSTER": name,
            "LAYERKIT_SUBNET": free_overlay_subnet(manager), "LAYERKIT_PORT": "8095",
-           "LAYERKIT_VIP": vip, "LAYERKIT_VRID": str(swarm.vrid(name)),
+           "LAYERKIT_VIP": vip, "LAYERKIT_VRID": str(swarmvip.vrid(name)),
            "LAYERKIT_SERF_KEYRING_FILE": str(keyring),
            "LAYERKIT_STATS_PASSWORD_FILE": str(password)}
     url = f"http://{harness.free_address(3)}:8095/"

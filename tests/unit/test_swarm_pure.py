@@ -15,8 +15,8 @@ from layerkit.agent.vip import check, render
 from layerkit.cluster import render as cluster_render
 from layerkit.cluster import swarmrender
 from layerkit.cluster.logs import _lines, order_key, parse_since
-from layerkit.cluster.swarm import check_vip_on_nodes, vip_interface, vrid
 from layerkit.cluster.swarmview import BalancerView, SwarmStatus, TaskRow, parse_logs
+from layerkit.cluster.swarmvip import check_vip_on_nodes, free_vrid, vip_interface, vrid
 from layerkit.cluster.view import LbView, MemberRow, ServerRow
 from layerkit.engine.swarm import SwarmNode
 from layerkit.errors import UsageError
@@ -67,6 +67,16 @@ def test_router_ids_are_in_range_and_stable() -> None:
     assert all(1 <= i <= 255 for i in ids)
     assert vrid("demo") == vrid("demo")
     assert len(ids) > 100
+
+
+def test_a_router_id_held_by_another_cluster_is_passed_over() -> None:
+    own = vrid("demo")
+    assert free_vrid("demo", set()) == own
+    assert free_vrid("demo", {own}) == own % 255 + 1
+    assert free_vrid("demo", {own, own % 255 + 1}) == (own + 1) % 255 + 1
+    assert free_vrid("demo", set(range(1, 256)) - {7}) == 7   # wraps round past 255
+    with pytest.raises(UsageError, match="every VRRP router id"):
+        free_vrid("demo", range(1, 256))
 
 
 def node(address: str) -> SwarmNode:
