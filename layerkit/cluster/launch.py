@@ -70,9 +70,10 @@ class Made:
 
 def web_env(opts: ClusterOptions) -> dict[str, str]:
     """What makes a container of any image on the shared base a web member: its role, and the
-    port its Serf agent advertises (where the load balancer sends requests)."""
-    return {"LAYERKIT_ROLE": "web", "WEBAPP_PORT": str(opts.web_port),
-            "LAYERKIT_CLUSTER": opts.name}
+    port its Serf agent advertises (where the load balancer sends requests; when `up` has not
+    settled one, web_port 0, the image's own WEBAPP_PORT stands)."""
+    port = {"WEBAPP_PORT": str(opts.web_port)} if opts.web_port else {}
+    return {"LAYERKIT_ROLE": "web", "LAYERKIT_CLUSTER": opts.name, **port}
 
 
 def web_spec(opts: ClusterOptions) -> ContainerSpec:

@@ -7,6 +7,7 @@ here, so the cluster's logic can be read (and tested) without knowing the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tarfile
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import docker.errors
 from docker import DockerClient
 from docker.models.containers import Container
 from docker.types import LogConfig
@@ -239,9 +241,24 @@ def remove_container(client: DockerClient, ref: str) -> None:
         client.api.remove_container(ref, force=True, v=True)
 
 
-def remove_network(client: DockerClient, ref: str) -> None:
-    with engine_errors(f"removing network {ref}"), gone_ok():
-        client.api.remove_network(ref)
+def remove_network(client: DockerClient, ref: str, attempts: int = 5) -> None:
+    """Removed; gone already is fine. The engine may still count an endpoint of a container
+    it has just removed (or one killed while it restarted): such endpoints are disconnected
+    by force and the removal tried again."""
+    for attempt in range(attempts):
+        try:
+            with engine_errors(f"removing network {ref}"), gone_ok():
+                client.api.remove_network(ref)
+            return
+        except EngineError as exc:
+            if exc.status != 403 or attempt == attempts - 1:
+                raise
+            logger.debug("network %s still has endpoints (%s); disconnecting them", ref, exc)
+        with engine_errors(f"inspecting network {ref}"), gone_ok():
+            for endpoint in client.api.inspect_network(ref).get("Containers") or {}:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.disconnect_container_from_network(endpoint, ref, force=True)
+        time.sleep(0.2 * (attempt + 1))
 
 
 def remove_volume(client: DockerClient, name: str) -> None:

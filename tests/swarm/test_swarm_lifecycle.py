@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from layerkit import __version__
 from layerkit.cli.app import app
-from layerkit.cluster import cluster, swarm
+from layerkit.cluster import cluster, swarm, swarmvip
 from layerkit.engine.client import DockerClient
 from layerkit.engine.swarm import (
     SecretRef,
@@ -54,12 +54,23 @@ def nothing_left(harness: Harness, manager: DockerClient, name: str) -> bool:
 
 def test_down_removes_one_cluster_everywhere_and_leaves_the_other(
         harness: Harness, manager: DockerClient) -> None:
-    first, second = unique_name("swa"), unique_name("swb")
+    """Two clusters with floating addresses whose names hash to the same VRRP router id: the
+    second takes another id, both addresses serve, and `down` of one leaves the other whole."""
+    first = unique_name("swa")
+    second = next(n for n in (unique_name("swb") for _ in range(5000))
+                  if swarmvip.vrid(n) == swarmvip.vrid(first))
+    prefix = harness.subnet.prefixlen
     try:
-        a = swarm.up(manager, swarm.SwarmOptions(name=first, port=8081, lb=1), 2, wait=60)
-        b = swarm.up(manager, swarm.SwarmOptions(name=second, port=8082, lb=2), 2, wait=60)
+        a = swarm.up(manager, swarm.SwarmOptions(
+            name=first, port=8081, lb=1, vip=f"{harness.free_address(5)}/{prefix}"), 2, wait=60)
+        b = swarm.up(manager, swarm.SwarmOptions(
+            name=second, port=8082, lb=2, vip=f"{harness.free_address(6)}/{prefix}"), 2, wait=60)
         assert a.ready
         assert b.ready
+        ids = {swarm.find_services(manager, n)["vip"].labels[swarmvip.VRID_LABEL]
+               for n in (first, second)}
+        assert len(ids) == 2
+        assert len(backends(b.urls[0], harness.subnet, 8)) == 2
         code, output = cli(harness.manager.docker_host, "down", "--name", second)
         assert code == 0, output
         # the manager forgets the tasks once stopped; each node removes their containers

@@ -99,3 +99,5 @@ def test_the_containers_carry_the_role_port_and_health_path() -> None:
     assert (web.image, web.env["LAYERKIT_ROLE"], web.env["WEBAPP_PORT"]) == (
         "me/app:1", "web", "8000")
     assert lb_spec(opts).env["LAYERKIT_HEALTH_PATH"] == "/ping"
+    # a port not settled (0) is never advertised: the image's own WEBAPP_PORT stands
+    assert "WEBAPP_PORT" not in web_spec(ClusterOptions(name="c1")).env
