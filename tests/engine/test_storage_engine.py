@@ -12,12 +12,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
+import zstandard
 from typer.testing import CliRunner
 
 from layerkit.cli.app import app
@@ -252,6 +255,18 @@ def test_a_directory_that_cannot_be_read_means_the_save(docker_client: DockerCli
         choose("storage", fixture_image, local=True, info=INFO, inspect=unreadable)
 
 
+def _copy_for_anyone(where: Path) -> None:
+    """layerkit and the two libraries its source choice imports, in a directory any user may
+    read: the checkout and its virtualenv may sit under one only root may enter."""
+    shutil.copytree(Path(ROOT) / "layerkit", where / "layerkit",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for module in (xxhash, zstandard):
+        package = Path(str(module.__file__)).parent
+        shutil.copytree(package, where / package.name)
+    for path in [where, *where.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def test_directories_this_user_cannot_read_mean_the_save(docker_client: DockerClient,
                                                          fixture_image: str) -> None:
     """The real directories, looked at by an unprivileged user (nobody): /var/lib/docker is
@@ -262,10 +277,18 @@ def test_directories_this_user_cannot_read_mean_the_save(docker_client: DockerCl
     code = ("import json, sys; from layerkit.image.source import choose; "
             "c = choose('auto', 'x', local=True, info=json.loads(sys.argv[1]), "
             "inspect=json.loads(sys.argv[2])); print(c.name, c.reason)")
-    done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-         code, json.dumps(INFO), json.dumps(inspect)],
-        capture_output=True, text=True, check=True, timeout=60, env={"PYTHONPATH": ROOT})
+    packages = Path(tempfile.mkdtemp(prefix="lkt-anyone-"))
+    try:
+        _copy_for_anyone(packages)
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             os.path.realpath(sys.executable), "-c", code, json.dumps(INFO),
+             json.dumps(inspect)],
+            capture_output=True, text=True, check=False, timeout=60, cwd=packages,
+            env={"PYTHONPATH": str(packages), "PYTHONDONTWRITEBYTECODE": "1"})
+    finally:
+        shutil.rmtree(packages)
+    assert done.returncode == 0, done.stderr
     name, reason = done.stdout.split(" ", 1)
     assert name == "save"
     assert "is not readable here" in reason
