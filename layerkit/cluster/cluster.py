@@ -9,15 +9,14 @@ variable or the output). Options are checked in options.py, containers made in l
 
 from __future__ import annotations
 
-import errno
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from layerkit.cluster import ports
 from layerkit.cluster.launch import (
     PARALLEL,
     Made,
@@ -130,24 +129,6 @@ def _require_images(client: DockerClient, opts: ClusterOptions) -> ClusterOption
                                               opts.web_port))
 
 
-def _require_free_port(bind: str, port: int, flag: str = "--port") -> None:
-    """Fail early with the real reason instead of a half-created cluster and an engine
-    message: an address this host does not have is not a port in use."""
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((bind, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise UsageError(f"--bind {bind} is not an address of this host",
-                                 hint="give one of its addresses (127.0.0.1: this host only)"
-                                 ) from None
-            if exc.errno == errno.EADDRINUSE:
-                raise UsageError(f"{bind}:{port} is already in use",
-                                 hint=f"choose another with {flag} (0 = any free port)") from None
-            raise UsageError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
-
-
 def _refuse_existing(client: DockerClient, name: str) -> None:
     if _containers(client, name):
         raise UsageError(f"cluster {name!r} already exists",
@@ -178,9 +159,11 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     started = time.monotonic()
     _refuse_existing(client, opts.name)
     opts = _require_images(client, opts)
-    _require_free_port(opts.bind, opts.port)
+    ports.require_free(opts.bind, opts.port)
     if opts.stats_port:
-        _require_free_port("127.0.0.1", opts.stats_port, "--stats-port")
+        ports.require_free("127.0.0.1", opts.stats_port, "--stats-port")
+    opts = replace(opts, port=opts.port or ports.choose_free(opts.bind),
+                   stats_port=opts.stats_port or ports.choose_free("127.0.0.1"))
     on_progress(f"the check of {opts.web_image}")
     check_web_image(client, opts, timeout=check_timeout)
     secret = new_secrets()

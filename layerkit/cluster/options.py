@@ -50,8 +50,8 @@ class ClusterOptions:
 
 
 # the fields `scale` and a recreated load balancer take from the network's labels
-_SAVED = ("bind", "port", "forget_after", "lb_image", "web_image", "web_port", "health",
-          "memory", "pids", "log_size", "log_files")
+_SAVED = ("bind", "port", "stats_port", "forget_after", "lb_image", "web_image", "web_port",
+          "health", "memory", "pids", "log_size", "log_files")
 _LABEL = {key: f"org.layerkit.{key.replace('_', '-')}" for key in _SAVED} | {
     "forget_after": "org.layerkit.serf-forget"}
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from layerkit.agent import handler
 from layerkit.cli.app import app
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, ports
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
@@ -188,9 +188,17 @@ def test_crashed_parts_come_back(docker_client: DockerClient, running: str) -> N
 
 def test_scale_recreates_a_removed_load_balancer(docker_client: DockerClient,
                                                  running: str) -> None:
+    """Published where it was: the ports `up` chose for port 0 lie below the kernel's
+    ephemeral range (a restarted load balancer never finds them held by a client's source
+    port) and are kept for the recreated one."""
+    before = cluster.endpoints(docker_client, running)
+    for url in (before.url, before.stats_url):
+        assert url is not None
+        assert int(url.split(":")[2].split("/")[0]) < ports.ephemeral_start()
     remove_container(docker_client, lb(docker_client, running).id)
     result = cluster.scale(docker_client, running, 2)
     assert result.ready
+    assert cluster.endpoints(docker_client, running) == before
     assert len(backends(url_of(docker_client, running), 20)) == 2
 
 

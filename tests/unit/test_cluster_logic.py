@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from layerkit.agent.lbstatus import parse_stat_csv
 from layerkit.cli.app import app
-from layerkit.cluster import cluster
+from layerkit.cluster import cluster, ports
 from layerkit.cluster import render as report
 from layerkit.cluster import view as view_module
 from layerkit.cluster.options import options_from_labels, options_labels
@@ -24,7 +25,7 @@ from layerkit.cluster.view import (
     shown,
 )
 from layerkit.engine.containers import ContainerInfo
-from layerkit.errors import EngineError, UsageError
+from layerkit.errors import ClusterError, EngineError, UsageError
 
 STAT = """# pxname,svname,qcur,status,addr,check_status,stot
 web,FRONTEND,,OPEN,,,12
@@ -133,7 +134,7 @@ def test_serving_addresses_are_the_up_servers_ips() -> None:
 
 def test_an_address_the_host_lacks_is_not_reported_as_a_port_in_use() -> None:
     with pytest.raises(UsageError, match="not an address of this host"):
-        cluster._require_free_port("192.0.2.1", 0)  # bind() only: nothing is sent
+        ports.require_free("192.0.2.1", 0)  # bind() only: nothing is sent
 
 
 def test_a_port_in_use_is_reported_as_such() -> None:
@@ -142,7 +143,33 @@ def test_a_port_in_use_is_reported_as_such() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(UsageError, match="already in use"):
-            cluster._require_free_port("127.0.0.1", port)
+            ports.require_free("127.0.0.1", port)
+
+
+def test_a_port_left_to_layerkit_is_free_and_below_the_ephemeral_range(tmp_path: Path) -> None:
+    """The engine's own pick for port 0 lies where clients take their source ports, so a
+    restarted load balancer could find it held: layerkit picks below that range."""
+    start = ports.ephemeral_start()
+    chosen = {ports.choose_free("127.0.0.1") for _ in range(20)}
+    assert all(max(1024, start - ports.CHOICE_SPAN) <= p < start for p in chosen)
+    assert len(chosen) > 1  # at random: clusters started side by side rarely collide
+    for port in chosen:
+        ports.require_free("127.0.0.1", port)
+    proc = tmp_path / "ip_local_port_range"
+    proc.write_text("40000\t60999\n")
+    assert ports.ephemeral_start(proc) == 40000
+    assert ports.ephemeral_start(tmp_path / "missing") == 32768
+
+
+def test_no_free_port_below_the_range_is_one_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "CHOICE_SPAN", 1)  # one candidate: a port that is taken
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ClusterError, match=f"no free port on 127.0.0.1 between {port} "):
+            ports.choose_free("127.0.0.1", start=port + 1)
 
 
 def test_options_kept_in_labels_come_back_and_bad_ones_fall_back() -> None:
