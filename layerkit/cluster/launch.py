@@ -162,7 +162,7 @@ def tell_handler(client: DockerClient, lb: ContainerInfo | None, *args: str) -> 
     """Best effort: a load balancer that is restarting applies each change on its own."""
     if lb is None:
         return
-    with contextlib.suppress(EngineError):
+    with contextlib.suppress(EngineError, NotFound):  # NotFound: the exec went with a restart
         exec_in(client, lb.id, [*HANDLER, *args])
 
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import ContainerInfo, PortBinding, exec_in, inspect_container
-from layerkit.errors import EngineError
+from layerkit.errors import EngineError, NotFound
 
 HTTP_PORT, STATS_PORT = "80/tcp", "8404/tcp"
 _SHOWN_RE = re.compile(r"[A-Za-z0-9._:/\[\] -]{0,80}")
@@ -91,6 +91,8 @@ def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:
         return None
     try:
         code, output = exec_in(client, lb.id, ["python3", "-m", "layerkit.agent.lbstatus"])
+    except NotFound:
+        return None  # the exec went with a restart that began under it, or the container went
     except EngineError as exc:
         if exc.status != HTTPStatus.CONFLICT:
             raise

@@ -129,7 +129,7 @@ def _probe(client: DockerClient, ref: str, opts: ClusterOptions) -> dict[str, ob
     try:
         code, output = exec_in(client, ref, ["python3", "-c", _PROBE, str(opts.web_port),
                                              opts.health], user="root")
-    except EngineError:
+    except (EngineError, NotFound):  # 409, or the exec lost: did the container stop?
         if not inspect_container(client, ref).running:
             return None
         raise

@@ -25,7 +25,7 @@ from layerkit.cluster.view import (
     shown,
 )
 from layerkit.engine.containers import ContainerInfo
-from layerkit.errors import ClusterError, EngineError, UsageError
+from layerkit.errors import ClusterError, EngineError, NotFound, UsageError
 
 STAT = """# pxname,svname,qcur,status,addr,check_status,stot
 web,FRONTEND,,OPEN,,,12
@@ -223,6 +223,12 @@ def test_a_load_balancer_restarting_under_an_exec_gives_no_view_not_an_error(
         raise EngineError("running python3 in c1: engine said 409", status=409)
 
     monkeypatch.setattr(view_module, "exec_in", restarting)
+    assert view_module.lb_view(None, lb) is None  # type: ignore[arg-type]
+
+    def exec_gone(*_: object) -> tuple[int, str]:  # created, then lost with the restart
+        raise NotFound("running python3 in c1: not found (No such exec instance: e1)")
+
+    monkeypatch.setattr(view_module, "exec_in", exec_gone)
     assert view_module.lb_view(None, lb) is None  # type: ignore[arg-type]
 
     def broken(*_: object) -> tuple[int, str]:
