@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from layerkit.agent.drain import DEFAULT_DRAIN, MAX_DRAIN, drain_seconds
 from layerkit.agent.watch import Coalescer, follow, is_trigger
@@ -51,14 +52,22 @@ def test_drain_seconds_are_bounded() -> None:
     assert drain_seconds("999") == MAX_DRAIN
 
 
-def test_drain_holds_a_stop_back_then_passes_it_on() -> None:
-    child = ("import time, signal, sys; "
-             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(30)")
+def test_drain_holds_a_stop_back_then_passes_it_on(tmp_path: Path) -> None:
+    started_file = tmp_path / "child-started"
+    # the child says it runs; drain installs its handlers before it starts the child, so from
+    # then on a SIGTERM is drain's to hold (a fixed sleep here failed on a loaded machine)
+    child = ("import pathlib, time, signal, sys; "
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
+             f"pathlib.Path({str(started_file)!r}).touch(); time.sleep(30)")
     env = {"LAYERKIT_DRAIN_SECONDS": "0.5", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.Popen([sys.executable, "-m", "layerkit.agent.drain", sys.executable, "-c",
                              child], env=env)
-    time.sleep(0.5)  # let both start
+    deadline = time.monotonic() + 30
+    while not started_file.exists():
+        assert time.monotonic() < deadline, "the child never started"
+        assert proc.poll() is None
+        time.sleep(0.02)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
