@@ -52,7 +52,12 @@ from layerkit.cluster.view import (
     lb_view,
     serving_members,
 )
-from layerkit.cluster.webcheck import CHECK_SECONDS, check_web_image, web_port_of
+from layerkit.cluster.webcheck import (
+    CHECK_SECONDS,
+    check_web_image,
+    pull_web_image,
+    web_port_of,
+)
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import (
     ContainerInfo,
@@ -122,6 +127,8 @@ def _require_images(client: DockerClient, opts: ClusterOptions) -> ClusterOption
     found = {}
     for ref in (opts.lb_image, opts.web_image):
         image = find_image(client, ref)
+        if image is None and ref == opts.web_image != ClusterOptions.web_image:
+            image = pull_web_image(client, ref)
         if image is None:
             raise NotFound(f"image {ref} is not in the engine", hint="run `layerkit build`")
         found[ref] = image

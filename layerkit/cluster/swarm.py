@@ -40,7 +40,12 @@ from layerkit.cluster.swarmvip import (
     taken_vrids,
     vip_interface,
 )
-from layerkit.cluster.webcheck import CHECK_SECONDS, check_web_image, web_port_of
+from layerkit.cluster.webcheck import (
+    CHECK_SECONDS,
+    check_web_image,
+    pull_web_image,
+    web_port_of,
+)
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
 from layerkit.engine.images import find_image
@@ -178,6 +183,8 @@ def _check_images(client: DockerClient, opts: SwarmOptions) -> SwarmOptions:
     found = {}
     for ref in refs:
         image = find_image(client, ref)
+        if image is None and ref == opts.web_image != SwarmOptions.web_image:
+            image = pull_web_image(client, ref)
         if image is None:
             raise NotFound(f"image {ref} is not on the manager",
                            hint="run `layerkit build`, and `layerkit push --registry` for the "

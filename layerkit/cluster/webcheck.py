@@ -28,7 +28,7 @@ from layerkit.engine.containers import (
     remove_container,
     start_container,
 )
-from layerkit.engine.images import ImageInfo
+from layerkit.engine.images import ImageInfo, pull_image
 from layerkit.errors import EngineError, NotFound, UsageError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,16 @@ except (OSError, http.client.HTTPException) as exc:
     out["error"] = str(exc) or type(exc).__name__
 print(json.dumps(out))
 """
+
+
+def pull_web_image(client: DockerClient, ref: str) -> ImageInfo:
+    """A user's web image that the engine does not have yet, pulled from its registry."""
+    image = pull_image(client, ref)
+    if image is None:
+        raise NotFound(f"image {ref} is not in the engine and could not be pulled",
+                       hint="build it (`layerkit build NAME`), or check its name and that "
+                            "its registry answers (`--verbose` says why the pull failed)")
+    return image
 
 
 def web_port_of(image: ImageInfo, ref: str, given: int) -> int:

@@ -4,6 +4,7 @@ answers, a health path that answers 404, and a rebuilt image that `scale` would 
 
 from __future__ import annotations
 
+import http.client
 import io
 import subprocess
 import sys
@@ -11,11 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from layerkit.cluster import cluster
+from layerkit import __version__
+from layerkit.cluster import cluster, ports
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import exec_in, labelled_containers, labelled_networks
 from layerkit.engine.images import find_image, remove_image, tag_image
-from layerkit.errors import UsageError
+from layerkit.errors import NotFound, UsageError
 from tests.conftest import ROOT
 from tests.engine.cluster_helpers import (
     ClusterImages,
@@ -25,6 +27,7 @@ from tests.engine.cluster_helpers import (
     url_of,
     wait_until,
 )
+from tests.swarm.harness import REGISTRY_DOCKERFILE, built
 
 
 def derived(client: DockerClient, parent: str, lines: str) -> str:
@@ -149,3 +152,58 @@ def test_scale_refuses_a_rebuilt_image_that_cannot_serve(
         assert cluster.scale(docker_client, name, 0).after == 0  # fewer needs no check
     finally:
         cluster.down(docker_client, name)
+
+
+@pytest.fixture
+def local_registry(docker_client: DockerClient, cluster_images: ClusterImages) -> Iterator[str]:
+    """Debian's docker-registry in a container published on 127.0.0.1 (the engine takes a
+    registry on the loopback without TLS): its HOST:PORT, removed afterwards. It is built on
+    layerkit's base, which the session's images fixture has built."""
+    image = built("registry", REGISTRY_DOCKERFILE, "layerkit/base:" + __version__)
+    port = ports.choose_free("127.0.0.1")
+    container = docker_client.containers.run(
+        image, detach=True, ports={"5000/tcp": ("127.0.0.1", port)},
+        labels={"org.layerkit.test": "registry"})
+    try:
+        assert wait_until(lambda: _answers(port), timeout=30), "the registry did not start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        container.remove(force=True, v=True)
+
+
+def _answers(port: int) -> bool:
+    """The registry's API root answers (the engine's proxy accepts connections before)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/v2/")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def test_an_image_only_in_a_registry_is_pulled(
+        docker_client: DockerClient, cluster_images: ClusterImages, own_web_image: str,
+        local_registry: str) -> None:
+    """`up --web-image REGISTRY/NAME:TAG` on an engine that lacks it pulls it, checks it and
+    runs it; a name the registry does not have is one clear error, nothing made."""
+    remote = f"{local_registry}/{unique_name('lkt-app')}:test"
+    tag_image(docker_client, own_web_image, remote)
+    pushed = list(docker_client.api.push(remote, stream=True, decode=True))
+    assert not [item for item in pushed if "error" in item], pushed[-3:]
+    remove_image(docker_client, remote)
+    assert find_image(docker_client, remote) is None
+    name = unique_name()
+    try:
+        result = cluster.up(docker_client, options(cluster_images, name, web_image=remote,
+                                                   health="/ping"), 2)
+        assert result.ready
+        assert len(backends(url_of(docker_client, name), 12)) == 2
+    finally:
+        cluster.down(docker_client, name)
+        remove_image(docker_client, remote)
+    missing = options(cluster_images, name, web_image=f"{local_registry}/no-such-app:1")
+    with pytest.raises(NotFound, match="is not in the engine and could not be pulled"):
+        cluster.up(docker_client, missing, 1)
+    assert nothing_left(docker_client, name)
