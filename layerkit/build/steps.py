@@ -27,7 +27,7 @@ from layerkit.build.specfields import (
 
 _STEP_KEYS = {"run", "phase", "inputs", "purpose"}
 _STAGE_KEYS = {"name", "parent", "install", "inputs", "run"}
-_ARTIFACT_KEYS = {"stage", "src", "dest", "mode", "owner"}
+_ARTIFACT_KEYS = {"stage", "src", "dest", "owner"}
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STAGE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 
@@ -122,6 +122,10 @@ def parse_artifacts(ctx: Ctx, data: dict[str, Any], stages: tuple[Stage, ...],
     names = {s.name for s in stages}
     artifacts = []
     for i, entry in enumerate(get_tables(ctx, data, "artifacts")):
+        if "mode" in entry:
+            # the classic builder has no COPY --chmod: a mode here would be silently dropped
+            raise ctx.fail("an artifact keeps the mode it has in its stage: set it there "
+                           "(chmod in the stage's run)", "mode", table="artifacts", index=i)
         check_keys(ctx, entry, _ARTIFACT_KEYS, "artifacts", i)
         stage = get_str(ctx, entry, "stage", required=True, table="artifacts", index=i)
         if stage not in names:

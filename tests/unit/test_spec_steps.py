@@ -103,6 +103,8 @@ def test_stage_parent_that_is_a_spec_is_built_first(tmp_path: Path) -> None:
     ('parent = "x"\n[[artifacts]]\nstage = "buidler"\nsrc = "/a"\ndest = "/b"\n'
      '[[stages]]\nname = "builder"\n', "artifacts[0].stage", "did you mean 'builder'"),
     ('parent = "x"\n[args]\nN = 1\n', "args.N", "not an integer"),
+    ('parent = "x"\n[[stages]]\nname = "b"\n[[artifacts]]\nstage = "b"\nsrc = "/a"\n'
+     'dest = "/b"\nmode = "0755"\n', "artifacts[0].mode", "chmod in the stage's run"),
     ('parent = "x"\npackges = []\n', "packges", "did you mean 'packages'"),
     ('parent = "x"\n[[files]]\nsrc = "app.py"\ndest = "/a"\nmode = 0o755\n', "files[0].mode",
      'not an integer (write "0755")'),
