@@ -153,12 +153,33 @@ def _lineage_error(spec: ImageSpec, specs: dict[str, ImageSpec],
         parent = specs[parent].parent
     if parent in broken:
         return ctx.fail(f"stands on {parent!r}, whose spec is broken", "parent")
-    if len(seen) == 1 and ":" not in parent and "/" not in parent:
-        hint = did_you_mean(parent, [*specs, *broken])
-        if hint:
-            return ctx.fail(f"{parent!r} is neither a spec here nor a tagged image reference"
-                            f"{hint}", "parent")
+    if len(seen) == 1:
+        error = _misspelt(ctx, parent, specs, broken, "parent")
+        if error is not None:
+            return error
+    for i, stage in enumerate(spec.stages):
+        if stage.parent in broken:
+            return ctx.fail(f"stands on {stage.parent!r}, whose spec is broken", "parent",
+                            table="stages", index=i)
+        if stage.parent is not None and stage.parent not in specs:
+            error = _misspelt(ctx, stage.parent, specs, broken, "parent", table="stages",
+                              index=i)
+            if error is not None:
+                return error
     return None
+
+
+def _misspelt(ctx: Ctx, parent: str, specs: dict[str, ImageSpec],
+              broken: dict[str, SpecError], key: str, *, table: str | None = None,
+              index: int | None = None) -> SpecError | None:
+    """A parent without a tag or registry that is one letter off a spec's name."""
+    if ":" in parent or "/" in parent:
+        return None
+    hint = did_you_mean(parent, [*specs, *broken])
+    if not hint:
+        return None
+    return ctx.fail(f"{parent!r} is neither a spec here nor a tagged image reference{hint}",
+                    key, table=table, index=index)
 
 
 def load(path: Path, package_dir: Path) -> ImageSpec:

@@ -128,6 +128,17 @@ def test_misspelt_parent_suggests_the_spec(tmp_path: Path) -> None:
     assert set(found.specs) == {"base"}
 
 
+def test_misspelt_stage_parent_suggests_the_spec(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_spec(images, 'parent = "debian:bookworm-slim"\n', name="base")
+    write_spec(images, 'parent = "base"\n[[stages]]\nname = "builder"\nparent = "bsae"\n'
+                       'run = ["true"]\n', name="app")
+    found = load_set(images, PACKAGE_DIR)
+    assert found.broken["app"].key == "stages[0].parent"
+    assert found.broken["app"].line == 4
+    assert "did you mean 'base'?" in found.broken["app"].message
+
+
 def test_one_broken_spec_fails_only_itself_and_its_dependents(tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_spec(images, 'parent = "debian:bookworm-slim"\n', name="base")
