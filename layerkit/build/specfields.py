@@ -63,14 +63,14 @@ def locate(text: str, key: str, *, table: str | None = None,
             continue
         if key_re.match(line):
             return number
-    if table is not None:  # the key is missing: point at the table's header
-        count = -1
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = header_re.match(line)
-            if header and header.group(2) == table:
-                count += 1
-                if index is None or count == index:
-                    return number
+    # the key is missing: point at the table's header (or at the key's own, `[[key]]`)
+    wanted, count = (table, -1) if table is not None else (key, -1)
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = header_re.match(line)
+        if header and header.group(2) == wanted:
+            count += 1
+            if table is None or index is None or count == index:
+                return number
     return None
 
 

@@ -59,6 +59,8 @@ def test_project_specs_load_and_order() -> None:
     ('parent = "x"\n[user]\nname = "app"\nuid = 5\n', "user.uid", 4, "1000"),
     ('parent = "x"\n[env]\n"1BAD" = "v"\n', "env.1BAD", 3, "not a valid env"),
     ('parent = "Bad Ref!"\n', "parent", 1, "not an image"),
+    ('parent = "x"\n[[artifact]]\nstage = "b"\n', "artifact", 2, "did you mean 'artifacts'"),
+    ('parent = "x"\n[usr]\nname = "app"\n', "usr", 2, "did you mean 'user'"),
 ])
 def test_validation_names_file_key_and_line(tmp_path: Path, text: str, key: str,
                                             line: int | None, fragment: str) -> None:
