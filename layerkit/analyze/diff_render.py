@@ -39,9 +39,21 @@ def diff_table(diff: ImageDiff, *, limit: int = 200) -> str:
             parts.append(f"... and {len(diff.files) - limit} more (--format json lists all)")
     if diff.config:
         parts.append(tabulate(
-            [(c.key, c.name, "-" if c.a is None else c.a, "-" if c.b is None else c.b)
-             for c in diff.config], headers=("config", "name", "A", "B")))
+            [(c.key, c.name, _value(c.a), _value(c.b)) for c in diff.config],
+            headers=("config", "name", "A", "B")))
+        if any(len(v or "") > CONFIG_WIDTH for c in diff.config for v in (c.a, c.b)):
+            parts.append("(long config values are shortened; --format json has them whole)")
     return "\n\n".join(parts)
+
+
+CONFIG_WIDTH = 60  # a history step's command runs to hundreds of characters
+
+
+def _value(text: str | None) -> str:
+    if text is None:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= CONFIG_WIDTH else text[: CONFIG_WIDTH - 1] + "…"
 
 
 def _size(size: int, layer: int | None) -> str:

@@ -97,6 +97,20 @@ def test_cli_table_and_json_on_saved_tars(tmp_path: Path) -> None:
                    "size_b_bytes": 5, "layer_a": None, "layer_b": 1}
 
 
+def test_cli_table_shortens_long_config_values(tmp_path: Path) -> None:
+    step = "RUN " + "apt-get install something-long " * 12
+    a, b = tmp_path / "h1.tar", tmp_path / "h2.tar"
+    for path, tag, steps in ((a, "h:1", [step]), (b, "h:2", [step + "x"])):
+        path.write_bytes(legacy_archive(Image([layer(file("f", b"x"))], tag=tag, extra_config={
+            "history": [{"created_by": s} for s in steps]})))
+    table = _run("diff", str(a), str(b))
+    assert table.exit_code == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) < 200
+    assert "--format json has them whole" in table.stdout
+    body = json.loads(_run("diff", str(a), str(b), "--format", "json").stdout)
+    assert body["config"][0]["b"] == step + "x"
+
+
 @pytest.mark.parametrize("bad", ["Bad Name!", "UPPER:1"])
 def test_cli_refuses_a_bad_name_before_the_engine(tmp_path: Path, bad: str) -> None:
     a, _ = _pair(tmp_path)
