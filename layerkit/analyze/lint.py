@@ -88,7 +88,10 @@ _MOUNT_COVERS = {  # rule -> paths whose cache mount keeps its bytes out of the 
 def lint_file(path: Path) -> LintReport:
     try:
         text = path.read_text()
-    except (FileNotFoundError, IsADirectoryError):
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a Dockerfile",
+                         hint=f"give the file: layerkit lint {path / 'Dockerfile'}") from None
+    except FileNotFoundError:
         raise NotFound(f"no Dockerfile at {path}") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a Dockerfile (not text)") from None

@@ -106,6 +106,10 @@ def test_lint_command(tmp_path: Path) -> None:
     assert runner.invoke(app, ["lint", str(dockerfile)]).exit_code == 0
     missing = runner.invoke(app, ["lint", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+    directory = runner.invoke(app, ["lint", str(tmp_path)])
+    assert directory.exit_code == 2
+    assert "is a directory" in directory.stderr
+    assert f"layerkit lint {dockerfile}" in directory.stderr
 
 
 @pytest.mark.parametrize("name", ["base", "haproxy", "webapp"])
