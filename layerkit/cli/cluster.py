@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from layerkit.cli.common import OutputFormat, app, err, examples, fails_cleanly, out
+from layerkit.cli.common import (
+    OutputFormat,
+    app,
+    check_image_ref,
+    err,
+    examples,
+    fails_cleanly,
+    out,
+)
 from layerkit.errors import ClusterError, UsageError
 
 if TYPE_CHECKING:
@@ -79,6 +88,8 @@ def up_cmd(
     from layerkit.engine.client import connect
 
     cluster.validate_wait(wait)
+    if web_image is not None:
+        _check_web_image(web_image)
     web_image = web_image or cluster.ClusterOptions.web_image
     if swarm_mode:
         _up_swarm(swarm.SwarmOptions(
@@ -104,6 +115,15 @@ def up_cmd(
     out.print(report.up_json(result) if output is OutputFormat.json else report.up_text(result),
               markup=False)
     _fail_unless_ready(result.ready, wait, name, scale)
+
+
+def _check_web_image(ref: str) -> None:
+    """A name[:tag] (or name@digest, or an image ID) the engine can look up: a typo such as
+    an upper-case letter is bad input, not an engine failure."""
+    name, at, digest = ref.partition("@")
+    check_image_ref(name, "--web-image")
+    if at and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise UsageError(f"--web-image {ref!r}: the part after '@' is not a sha256 digest")
 
 
 # a negative N reaches the range check (exit 2, "out of range") instead of being read as an option

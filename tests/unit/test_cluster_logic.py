@@ -111,6 +111,8 @@ def test_status_json_schema_is_pinned() -> None:
     ["up", "--swarm", "--memory", "1x"], ["up", "--swarm", "--pids", "5"],
     ["up", "--web-port", "70000"], ["up", "--health", "healthz"],
     ["up", "--swarm", "--health", "/a b"], ["up", "--swarm", "--web-port", "-1"],
+    ["up", "--web-image", "Me/App:1"], ["up", "--web-image", ""],
+    ["up", "--swarm", "--web-image", "me/app:1@sha256:12"],
 ])
 def test_cluster_commands_refuse_bad_input_with_exit_2(args: list[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
