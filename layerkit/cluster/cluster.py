@@ -74,6 +74,7 @@ from layerkit.engine.containers import (
 )
 from layerkit.engine.images import find_image
 from layerkit.errors import ClusterError, NotFound, UsageError
+from layerkit.render import plural
 
 __all__ = [  # the cluster's interface; the option names come from options.py
     "KEYRING_PATH", "MAX_SCALE", "PASSWORD_PATH", "PROJECT_LABEL", "ROLE_LABEL", "ClusterOptions",
@@ -181,7 +182,7 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
         made.networks.append(network.id)
         on_progress("load balancer")
         lb = launch(client, lb_spec(opts), member_files(secret), made)
-        on_progress(f"{scale} web apps")
+        on_progress(plural(scale, "web app"))
         launch_webs(client, opts, member_files(secret), scale, lb=lb, expected=scale, made=made)
     except BaseException:
         made.undo(client)  # no half cluster left behind, and nothing that was not ours

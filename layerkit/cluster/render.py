@@ -58,8 +58,8 @@ def lb_view_json(view: LbView) -> dict[str, object]:
 
 def up_text(result: UpResult) -> str:
     ready = f"ready in {result.seconds:.1f} s" if result.ready else "not ready yet"
-    lines = [f"cluster {result.name}: {result.web} web apps behind {result.endpoints.url} "
-             f"({ready})"]
+    lines = [f"cluster {result.name}: {plural(result.web, 'web app')} behind "
+             f"{result.endpoints.url} ({ready})"]
     if result.endpoints.stats_url:
         lines.append(f"stats: {result.endpoints.stats_url} (user admin; password: "
                      f"`layerkit status --name {result.name} --stats-password`)")

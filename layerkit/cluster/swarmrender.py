@@ -7,7 +7,7 @@ from layerkit.cluster.registry import Pushed
 from layerkit.cluster.render import lb_view_json, lb_view_table
 from layerkit.cluster.swarm import SwarmDownResult, SwarmScaleResult, SwarmUpResult
 from layerkit.cluster.swarmview import BalancerView, SwarmStatus
-from layerkit.render import dump_json, tabulate
+from layerkit.render import dump_json, plural, tabulate
 
 
 def _ready(ready: bool, seconds: float) -> str:
@@ -16,7 +16,8 @@ def _ready(ready: bool, seconds: float) -> str:
 
 def up_text(result: SwarmUpResult) -> str:
     where = ", ".join(result.urls) or "no load balancer serves yet"
-    return (f"cluster {result.name} (swarm): {result.web} web apps, {result.lb} load balancers "
+    return (f"cluster {result.name} (swarm): {plural(result.web, 'web app')}, "
+            f"{plural(result.lb, 'load balancer')} "
             f"behind {where} ({_ready(result.ready, result.seconds)})")
 
 

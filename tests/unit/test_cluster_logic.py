@@ -13,8 +13,11 @@ from layerkit.agent.lbstatus import parse_stat_csv
 from layerkit.cli.app import app
 from layerkit.cluster import cluster, ports
 from layerkit.cluster import render as report
+from layerkit.cluster import swarmrender as swarm_report
 from layerkit.cluster import view as view_module
+from layerkit.cluster.cluster import UpResult
 from layerkit.cluster.options import options_from_labels, options_labels
+from layerkit.cluster.swarm import SwarmUpResult
 from layerkit.cluster.view import (
     ClusterStatus,
     ContainerRow,
@@ -239,3 +242,12 @@ def test_a_load_balancer_restarting_under_an_exec_gives_no_view_not_an_error(
     monkeypatch.setattr(view_module, "exec_in", broken)
     with pytest.raises(EngineError):
         view_module.lb_view(None, lb)  # type: ignore[arg-type]
+
+
+def test_one_web_app_is_not_web_apps() -> None:
+    one = report.up_text(UpResult("c1", Endpoints("http://127.0.0.1:1/", None), 1, True, 1.0))
+    assert one.startswith("cluster c1: 1 web app behind ")
+    swarm = swarm_report.up_text(SwarmUpResult("c1", (), 1, 1, None, True, 1.0))
+    assert swarm.startswith("cluster c1 (swarm): 1 web app, 1 load balancer behind ")
+    three = report.up_text(UpResult("c1", Endpoints("http://127.0.0.1:1/", None), 3, True, 1.0))
+    assert "3 web apps behind" in three
