@@ -115,9 +115,19 @@ def ensure_base(client: DockerClient, ref: str, *, allow_bootstrap: bool,
         return Base(ref, "pulled")
     if not allow_bootstrap or suite is None:
         raise BootstrapError(f"base image {ref} is not in the engine and cannot be pulled",
-                             hint="pull or load it, or use a debian:<suite> base to bootstrap")
+                             hint=_missing_base_hint(client, ref))
     log(f"{ref} cannot be pulled: building a slim Debian {suite} root filesystem offline")
     return Base(bootstrap(client, suite, epoch=epoch), "bootstrapped")
+
+
+def _missing_base_hint(client: DockerClient, ref: str) -> str:
+    """A bare name such as "base" is a spec only in the directory of specs being built; from
+    another directory (--images) layerkit's image is named in full."""
+    full = f"layerkit/{ref}:latest"
+    if "/" not in ref and ":" not in ref and find_image(client, full) is not None:
+        return (f"{ref!r} is no spec in this directory of specs: name the image in full "
+                f'(parent = "{full}")')
+    return "pull or load it, or use a debian:<suite> base to bootstrap"
 
 
 def bootstrap(client: DockerClient, suite: str, ref: str | None = None, *,

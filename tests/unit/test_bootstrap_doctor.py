@@ -163,3 +163,12 @@ def test_ensure_base_without_bootstrap_fails_cleanly(monkeypatch: pytest.MonkeyP
     FakeEngine(set(), set()).install(monkeypatch)
     with pytest.raises(bootstrap.BootstrapError, match="cannot be pulled"):
         bootstrap.ensure_base(object(), "ubuntu:24.04", allow_bootstrap=True)  # type: ignore[arg-type]
+
+
+def test_a_bare_spec_name_from_another_directory_is_told_to_name_the_image_in_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeEngine({"layerkit/base:latest"}, set()).install(monkeypatch)
+    with pytest.raises(bootstrap.BootstrapError) as info:
+        bootstrap.ensure_base(object(), "base", allow_bootstrap=False)  # type: ignore[arg-type]
+    assert info.value.hint is not None
+    assert 'parent = "layerkit/base:latest"' in info.value.hint
