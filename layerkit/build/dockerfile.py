@@ -69,7 +69,6 @@ def generate(spec: ImageSpec, parent_ref: str, version: str,
     parser.add_lines(f"FROM {parent_ref}")
     if reproducible:
         parser.add_lines("ARG SOURCE_DATE_EPOCH")
-    _args(parser, spec)
     if spec.packages:
         parser.add_lines("ARG DEBIAN_FRONTEND=noninteractive")
     for pkgset in spec.packages:
@@ -80,6 +79,8 @@ def generate(spec: ImageSpec, parent_ref: str, version: str,
 
 
 def _args(parser: DockerfileParser, spec: ImageSpec) -> None:
+    """The spec's build arguments, declared after the packages and the user: every RUN after
+    an ARG has its value in its cache key, so a new value reruns only the steps."""
     for name, default in spec.build_args:
         parser.add_lines(f"ARG {name}={json.dumps(default)}")
 
@@ -89,10 +90,10 @@ def _stage_lines(parser: DockerfileParser, spec: ImageSpec, stage: Stage, ref: s
     parser.add_lines(f"FROM {ref} AS {stage.name}")
     if reproducible:
         parser.add_lines("ARG SOURCE_DATE_EPOCH")
-    _args(parser, spec)
     if stage.install:
         parser.add_lines("ARG DEBIAN_FRONTEND=noninteractive")
         parser.add_lines(_apt_run(stage.install, ""))
+    _args(parser, spec)
     if stage.inputs:
         parser.add_lines(f"COPY stage-{stage.name}/ /")
     for command in stage.run:
@@ -119,6 +120,7 @@ def _main_body(parser: DockerfileParser, spec: ImageSpec, groups: list[str],
             f" && useradd --system --uid {u.uid} --gid {u.uid} --home-dir {u.home} "
             f"--create-home --shell /usr/sbin/nologin {u.name} \\\n"
             " && rm -f /var/log/faillog /var/log/lastlog /etc/*-")
+    _args(parser, spec)
     _steps(parser, spec, "deps")
     chown = "" if spec.user is None else f"--chown={spec.user.uid}:{spec.user.uid} "
     for group in (g for g in groups if g.startswith("rarely-")):

@@ -75,6 +75,24 @@ def test_steps_are_placed_by_the_layer_rules(tmp_path: Path) -> None:
     assert main[1] == 'ARG PIP_VERSION="24.0"'
 
 
+def test_build_args_come_after_packages_and_user(tmp_path: Path) -> None:
+    """A new --build-arg value reruns the steps, not the apt installs or the user's RUN."""
+    text = APP.replace('parent = "base"\n', 'parent = "base"\n[[packages]]\ninstall = ["curl"]\n'
+                       '[user]\nname = "app"\n').replace(
+        '[[stages]]\nname = "builder"\n', '[[stages]]\nname = "builder"\ninstall = ["gcc"]\n')
+    spec = load(app_spec(tmp_path, text), PACKAGE_DIR)
+    lines = kinds(generate(spec, "layerkit/base:1", "1").text)
+    main = lines.index("FROM layerkit/base:1")
+    runs = [i for i, line in enumerate(lines) if line.startswith("RUN ")]
+    stage_apt, main_apt, useradd = runs[0], runs[3], runs[4]
+    assert "apt-get install" in lines[stage_apt]
+    assert "apt-get install" in lines[main_apt]
+    assert "useradd" in lines[useradd]
+    args = [i for i, line in enumerate(lines) if line.startswith("ARG PIP_VERSION")]
+    assert len(args) == 2
+    assert stage_apt < args[0] < main < useradd < args[1]
+
+
 def test_a_stage_builds_apart_and_only_its_artefact_ships(tmp_path: Path) -> None:
     spec = load(app_spec(tmp_path), PACKAGE_DIR)
     generated = generate(spec, "layerkit/base:1", "1")
