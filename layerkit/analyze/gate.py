@@ -70,6 +70,10 @@ def parse_limit(text: str) -> Limit:
         if not 0 <= percent <= 100:
             raise UsageError(f"not a percentage from 0 to 100: {text!r}")
         return Limit(percent=percent)
+    if re.fullmatch(r"\s*[0-9]*\.[0-9]+\s*", text):  # 0.5 bytes: surely a share was meant
+        raise UsageError(f"not a size: {text!r} (a number without a unit is bytes)",
+                         hint=f"for a share of the image write {text.strip()}%, for a size "
+                              "e.g. 50MB")
     return Limit(bytes=parse_bytes(text))
 
 

@@ -36,6 +36,8 @@ def saved(tmp_path: Path) -> Path:
     (["--min-efficiency", "95"], "from 0 to 1"),
     (["--top", "-1"], "-1"),
     (["--max-reclaimable", "150%"], "from 0 to 100"),
+    (["--max-reclaimable", "0.5"], "write 0.5%"),
+    (["--max-junk", ".05"], "without a unit is bytes"),
 ])
 def test_analyze_refuses_bad_limits(saved: Path, args: list[str], fragment: str) -> None:
     result = _run("analyze", "--archive", str(saved), "--no-report", *args)
