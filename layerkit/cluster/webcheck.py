@@ -37,6 +37,8 @@ CHECK_SECONDS = 30.0  # how long an app may take to answer its first health chec
 AGENT_FILES = ("/etc/services.d/serf/run", "/opt/layerkit/layerkit/agent/serfagent.py")
 SUPERVISOR = "s6-svscan"
 BASE_HINT = 'build it on the shared base (parent = "base" in its images/<name>/image.toml)'
+PID1_HINT = ("keep the base's CMD (s6-svscan) and run the app as an s6 service (services = "
+             "[...] in its spec), not as its cmd")
 ANSWER_HINT = ("give the port it listens on with --web-port and a path that answers 200 "
                "with --health")
 # run inside the checked container: PID 1's name and the health path's status, as JSON
@@ -120,7 +122,7 @@ def _wait_for_answer(client: DockerClient, ref: str, opts: ClusterOptions,
                              hint=f"`docker run --rm {opts.web_image}` shows why")
         if answer.get("pid1", SUPERVISOR) != SUPERVISOR:
             raise UsageError(f"image {opts.web_image} runs {answer['pid1']!r} as PID 1, not "
-                             f"{SUPERVISOR}: its Serf agent would never start", hint=BASE_HINT)
+                             f"{SUPERVISOR}: its Serf agent would never start", hint=PID1_HINT)
         status = answer.get("status")
         if status == 200:
             return time.monotonic() - started

@@ -79,19 +79,22 @@ def test_own_image_serves_with_its_port_and_health_path(
         cluster.down(docker_client, name)
 
 
-@pytest.mark.parametrize(("lines", "web", "expected"), [
+@pytest.mark.parametrize(("lines", "web", "expected", "hint"), [
     ("RUN rm -rf /etc/services.d/serf", {"health": "/ping"},
-     "has no layerkit agent (/etc/services.d/serf/run is missing)"),
+     "has no layerkit agent (/etc/services.d/serf/run is missing)", 'parent = "base"'),
     ('CMD ["python3", "/srv/hello/app.py"]', {"health": "/ping"},
-     "runs 'python3' as PID 1, not s6-svscan"),
-    ("", {"health": "/nope"}, "answered 404 to GET /nope on port 8000"),
+     "runs 'python3' as PID 1, not s6-svscan", "not as its cmd"),
+    ("", {"health": "/nope"}, "answered 404 to GET /nope on port 8000", "--health"),
     ("", {"health": "/ping", "web_port": 8001},
-     "GET /ping on port 8001 got no 200 within 3 s (last: [Errno 111] Connection refused)"),
-    ("EXPOSE 9000", {"health": "/ping"}, "exposes 8000, 9000: which one is the web app's?"),
+     "GET /ping on port 8001 got no 200 within 3 s (last: [Errno 111] Connection refused)",
+     "--web-port"),
+    ("EXPOSE 9000", {"health": "/ping"}, "exposes 8000, 9000: which one is the web app's?",
+     "--web-port"),
 ], ids=["no-agent", "other-pid-1", "health-404", "port-never-answers", "two-ports"])
 def test_an_image_that_cannot_serve_is_refused_before_anything_is_made(
         docker_client: DockerClient, cluster_images: ClusterImages, own_web_image: str,
-        made_by_test: list[str], lines: str, web: dict[str, object], expected: str) -> None:
+        made_by_test: list[str], lines: str, web: dict[str, object], expected: str,
+        hint: str) -> None:
     image = own_web_image
     if lines:
         image = derived(docker_client, own_web_image, lines)
@@ -102,6 +105,7 @@ def test_an_image_that_cannot_serve_is_refused_before_anything_is_made(
         with pytest.raises(UsageError) as refused:
             cluster.up(docker_client, opts, 2, check_timeout=3)
         assert expected in str(refused.value)
+        assert hint in (refused.value.hint or "")
     finally:
         cluster.down(docker_client, name)
     assert nothing_left(docker_client, name)
