@@ -241,7 +241,8 @@ def _up_swarm(opts: SwarmOptions, scale: int, *, wait: float, output: OutputForm
 def _fail_unless_ready(ready: bool, wait: float, name: str, n: int) -> None:
     if wait > 0 and not ready:
         raise ClusterError(f"cluster {name}: not all {n} web apps serve after {wait:.0f} s",
-                           hint=f"`layerkit status --name {name}`")
+                           hint=f"`layerkit status --name {name}` shows HAProxy's check of each; "
+                                "L4CON: the app does not listen on 0.0.0.0 at the web port")
 
 
 @app.command("push", epilog=examples(

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from layerkit.agent.lbstatus import parse_stat_csv
 from layerkit.cli.app import app
+from layerkit.cli.cluster import _fail_unless_ready
 from layerkit.cluster import cluster, ports
 from layerkit.cluster import render as report
 from layerkit.cluster import swarmrender as swarm_report
@@ -251,3 +252,11 @@ def test_one_web_app_is_not_web_apps() -> None:
     assert swarm.startswith("cluster c1 (swarm): 1 web app, 1 load balancer behind ")
     three = report.up_text(UpResult("c1", Endpoints("http://127.0.0.1:1/", None), 3, True, 1.0))
     assert "3 web apps behind" in three
+
+
+def test_not_ready_says_how_a_loopback_only_app_shows() -> None:
+    with pytest.raises(ClusterError) as info:
+        _fail_unless_ready(False, 15, "c1", 2)
+    assert "layerkit status --name c1" in (info.value.hint or "")
+    assert "0.0.0.0" in (info.value.hint or "")
+    _fail_unless_ready(False, 0, "c1", 2)  # --wait 0: not waited for, not a failure
