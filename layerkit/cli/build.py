@@ -81,6 +81,10 @@ def build_cmd(
 
     if no_cache_deps and not no_cache:
         raise UsageError("--no-cache-deps goes with --no-cache")
+    if not images.is_dir():
+        raise UsageError(f"{images}: no such directory of image specs",
+                         hint="run layerkit where images/<name>/image.toml are, or give "
+                              "--images DIR (env LAYERKIT_IMAGES)")
     found = load_set(images, PACKAGE_DIR)
     specs = with_base(found.specs, base)
     explain(ctx, "images", images)

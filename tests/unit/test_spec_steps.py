@@ -204,3 +204,10 @@ def test_verbose_after_the_subcommand() -> None:
                                  "--verbose"])
     assert result.exit_code == 0, result.stderr
     assert "setting images" in result.stderr
+
+
+def test_build_away_from_the_specs_says_where_they_are_looked_for(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", "--images", str(tmp_path / "images"), "--print", "x"])
+    assert result.exit_code == 2
+    assert "no such directory of image specs" in result.stderr
+    assert "--images DIR" in result.stderr
