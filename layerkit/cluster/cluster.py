@@ -72,7 +72,7 @@ from layerkit.engine.containers import (
     start_container,
     stop_container,
 )
-from layerkit.engine.images import find_image
+from layerkit.engine.images import ImageInfo, find_image
 from layerkit.errors import ClusterError, NotFound, UsageError
 from layerkit.render import plural
 
@@ -122,9 +122,8 @@ def _containers(client: DockerClient, name: str, role: str | None = None
     return labelled_containers(client, wanted)
 
 
-def _require_images(client: DockerClient, opts: ClusterOptions) -> ClusterOptions:
-    """Both images present; `opts` with the web app's port settled (the image's own unless
-    --web-port gave one)."""
+def _require_images(client: DockerClient, opts: ClusterOptions) -> ImageInfo:
+    """Both images present (a user's web image pulled if need be); the web image's."""
     found = {}
     for ref in (opts.lb_image, opts.web_image):
         image = find_image(client, ref)
@@ -133,8 +132,7 @@ def _require_images(client: DockerClient, opts: ClusterOptions) -> ClusterOption
         if image is None:
             raise NotFound(f"image {ref} is not in the engine", hint="run `layerkit build`")
         found[ref] = image
-    return replace(opts, web_port=web_port_of(found[opts.web_image], opts.web_image,
-                                              opts.web_port))
+    return found[opts.web_image]
 
 
 def _refuse_existing(client: DockerClient, name: str) -> None:
@@ -166,14 +164,14 @@ def up(client: DockerClient, opts: ClusterOptions, scale: int, *, wait: float = 
     validate_wait(wait)
     started = time.monotonic()
     _refuse_existing(client, opts.name)
-    opts = _require_images(client, opts)
+    web = _require_images(client, opts)
     ports.require_free(opts.bind, opts.port)
     if opts.stats_port:
         ports.require_free("127.0.0.1", opts.stats_port, "--stats-port")
     opts = replace(opts, port=opts.port or ports.choose_free(opts.bind),
                    stats_port=opts.stats_port or ports.choose_free("127.0.0.1"))
     on_progress(f"the check of {opts.web_image}")
-    check_web_image(client, opts, timeout=check_timeout)
+    opts = replace(opts, web_port=check_web_image(client, opts, web, timeout=check_timeout))
     secret = new_secrets()
     made = Made()
     try:
@@ -209,8 +207,12 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     alive = sorted((c for c in webs if c.running), key=lambda c: c.created)
     extra = alive[n:] if len(alive) > n else []
     if n > len(alive):
-        opts = _require_images(client, opts)
-        _check_unless_serving(client, opts, alive)
+        # new web apps come from the image as it is now: checked again unless a running web
+        # app was made from it (rebuilt since `up`, it is checked again)
+        web = _require_images(client, opts)
+        port = (web_port_of(web, opts.web_image, opts.web_port)
+                if any(c.image == web.id for c in alive) else check_web_image(client, opts, web))
+        opts = replace(opts, web_port=port)
     secret = _secrets(client, every)
     _restore_lb(client, name, every, secret)
     with ThreadPoolExecutor(PARALLEL) as pool:
@@ -223,16 +225,6 @@ def scale(client: DockerClient, name: str, n: int, *, wait: float = 60.0,
     return ScaleResult(name, len(alive), n, tuple(started_names),
                        tuple(c.name for c in dead + extra), ready,
                        time.monotonic() - started)
-
-
-def _check_unless_serving(client: DockerClient, opts: ClusterOptions,
-                          alive: list[ContainerInfo]) -> None:
-    """New web apps come from the image as it is now: check it unless a running web app was
-    made from the same image (rebuilt since `up`, it is checked again)."""
-    image = find_image(client, opts.web_image)
-    if image is not None and any(c.image == image.id for c in alive):
-        return
-    check_web_image(client, opts)
 
 
 def _secrets(client: DockerClient, containers: list[ContainerInfo]) -> Secrets:

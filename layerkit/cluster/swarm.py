@@ -44,11 +44,10 @@ from layerkit.cluster.webcheck import (
     CHECK_SECONDS,
     check_web_image,
     pull_web_image,
-    web_port_of,
 )
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
-from layerkit.engine.images import find_image
+from layerkit.engine.images import ImageInfo, find_image
 from layerkit.engine.swarm import (
     PortSpec,
     SecretRef,
@@ -70,6 +69,7 @@ from layerkit.engine.swarm import (
     tasks_of,
 )
 from layerkit.errors import ClusterError, EngineError, NotFound, UsageError
+from layerkit.render import plural
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ def _check_free(client: DockerClient, name: str) -> None:
                          hint="choose another --name")
 
 
-def _check_images(client: DockerClient, opts: SwarmOptions) -> SwarmOptions:
-    """Every image on the manager; `opts` with the web app's port settled."""
+def _check_images(client: DockerClient, opts: SwarmOptions) -> ImageInfo:
+    """Every image on the manager (a user's web image pulled if need be); the web image's."""
     refs = [opts.lb_image, opts.web_image] + ([opts.vip_image] if opts.vip else [])
     found = {}
     for ref in refs:
@@ -190,8 +190,7 @@ def _check_images(client: DockerClient, opts: SwarmOptions) -> SwarmOptions:
                            hint="run `layerkit build`, and `layerkit push --registry` for the "
                                 "other nodes")
         found[ref] = image
-    return replace(opts, web_port=web_port_of(found[opts.web_image], opts.web_image,
-                                              opts.web_port))
+    return found[opts.web_image]
 
 
 def _as_web_member(opts: SwarmOptions) -> ClusterOptions:
@@ -219,9 +218,10 @@ def up(client: DockerClient, opts: SwarmOptions, scale: int, *, wait: float = 60
     if opts.vip:
         check_vip_on_nodes(opts.vip, nodes)
     _check_free(client, opts.name)
-    opts = _check_images(client, opts)
+    web = _check_images(client, opts)
     on_progress(f"the check of {opts.web_image}")
-    check_web_image(client, _as_web_member(opts), timeout=check_timeout)
+    opts = replace(opts, web_port=check_web_image(client, _as_web_member(opts), web,
+                                                  timeout=check_timeout))
     if opts.registry:
         opts = _pinned(client, opts, opts.registry, on_progress)
     try:
@@ -259,7 +259,7 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
               "LAYERKIT_SERF_KEYRING": f"/run/secrets/{KEYRING_SECRET}",
               "LAYERKIT_SERF_FORGET": str(opts.forget_after)}
     key_ref = SecretRef(keyring.secret_id, keyring.secret_name, KEYRING_SECRET)
-    on_progress(f"{scale} web apps")
+    on_progress(plural(scale, "web app"))
     limits = TaskLimits(size_bytes(opts.memory), opts.pids, opts.log_size, opts.log_files)
     create_service(client, ServiceRequest(
         limits=limits, name=service_name(opts.name, "web"), image=opts.web_image,
@@ -267,7 +267,7 @@ def _create(client: DockerClient, opts: SwarmOptions, scale: int,
         endpoint_mode=opts.endpoint_mode, secrets=(key_ref,),
         env={**member, **web_env(_as_web_member(opts)),
              "LAYERKIT_JOIN": f"tasks.{service_name(opts.name, 'lb')}"}))
-    on_progress(f"{opts.lb} load balancers")
+    on_progress(plural(opts.lb, "load balancer"))
     create_service(client, ServiceRequest(
         limits=limits, name=service_name(opts.name, "lb"), image=opts.lb_image,
         labels={**labels(opts.name, "lb"), PORT_LABEL: str(opts.port),

@@ -72,17 +72,26 @@ class LbView:
     haproxy: bool
 
 
+_CHECK_PASSED = re.compile(r"L[4-7]OK")
+
+
+def serves(server: ServerRow) -> bool:
+    """UP with a health check passed: a server just added is UP with its check still `INI`,
+    and an app that never answers goes DOWN only after its first checks fail."""
+    return server.status.startswith("UP") and bool(_CHECK_PASSED.search(server.check))
+
+
 def serving_addresses(view: LbView) -> set[str]:
-    """The IP addresses of the servers HAProxy has UP (its `addr` is `ip:port`)."""
+    """The IP addresses of the servers that serve (HAProxy's `addr` is `ip:port`)."""
     return {(s.address.rpartition(":")[0] or s.address).strip("[]")
-            for s in view.servers if s.status.startswith("UP")}
+            for s in view.servers if serves(s)}
 
 
 def serving_members(view: LbView) -> set[tuple[str, str]]:
-    """(hostname, IP) of the servers HAProxy has UP: a member's name is its hostname and a
+    """(hostname, IP) of the servers that serve: a member's name is its hostname and a
     `-<hex>` suffix (serfagent.node_name)."""
     return {(s.name.rpartition("-")[0], (s.address.rpartition(":")[0] or s.address).strip("[]"))
-            for s in view.servers if s.status.startswith("UP")}
+            for s in view.servers if serves(s)}
 
 
 def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:

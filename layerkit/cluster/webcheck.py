@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import replace
 
 from layerkit.cluster.launch import web_env
 from layerkit.cluster.options import ClusterOptions, labels
@@ -29,6 +30,7 @@ from layerkit.engine.containers import (
     start_container,
 )
 from layerkit.engine.images import ImageInfo, pull_image
+from layerkit.engine.logs import container_logs
 from layerkit.errors import EngineError, NotFound, UsageError
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,26 @@ SUPERVISOR = "s6-svscan"
 BASE_HINT = 'build it on the shared base (parent = "base" in its images/<name>/image.toml)'
 PID1_HINT = ("keep the base's CMD (s6-svscan) and run the app as an s6 service (services = "
              "[...] in its spec), not as its cmd")
+LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 writes it
+LOOPBACK_HINT = "make the app listen on all addresses (0.0.0.0), not on 127.0.0.1"
 ANSWER_HINT = ("give the port it listens on with --web-port and a path that answers 200 "
                "with --health")
 # run inside the checked container: PID 1's name and the health path's status, as JSON
 _PROBE = """
 import http.client, json, sys
-out = {"pid1": open("/proc/1/comm").read().strip()}
+port = int(sys.argv[1])
+out = {"pid1": open("/proc/1/comm").read().strip(), "listen": []}
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        rows = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        local, state = row.split()[1], row.split()[3]
+        if state == "0A" and int(local.rpartition(":")[2], 16) == port:
+            out["listen"].append(local.rpartition(":")[0])
 try:
-    conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=2)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     conn.request("GET", sys.argv[2])
     out["status"] = conn.getresponse().status
 except (OSError, http.client.HTTPException) as exc:
@@ -81,10 +95,10 @@ def web_port_of(image: ImageInfo, ref: str, given: int) -> int:
                      hint="give it with --web-port")
 
 
-def check_web_image(client: DockerClient, opts: ClusterOptions, *,
-                    timeout: float = CHECK_SECONDS) -> float:
-    """Refuse `opts.web_image` (UsageError) unless it can be a web member; the seconds its
-    health path took to answer 200."""
+def check_web_image(client: DockerClient, opts: ClusterOptions, image: ImageInfo, *,
+                    timeout: float = CHECK_SECONDS) -> int:
+    """Refuse `opts.web_image` (UsageError) unless it can be a web member; its port (the one
+    given, else the one `image`, its inspect, declares)."""
     ref = opts.web_image
     spec = ContainerSpec(
         image=ref, name=f"layerkit-{opts.name}-check-{secrets.token_hex(3)}",
@@ -100,40 +114,65 @@ def check_web_image(client: DockerClient, opts: ClusterOptions, *,
             except NotFound:
                 raise UsageError(f"image {ref} has no layerkit agent ({path} is missing)",
                                  hint=BASE_HINT) from None
+        opts = replace(opts, web_port=web_port_of(image, ref, opts.web_port))
         start_container(client, container.id)
         seconds = _wait_for_answer(client, container.id, opts, timeout)
     finally:
-        with contextlib.suppress(EngineError):
+        with contextlib.suppress(EngineError, NotFound):
             remove_container(client, container.id)
     logger.debug("web image %s answered GET %s on port %d after %.2f s (check: %.2f s)",
                  ref, opts.health, opts.web_port, seconds, time.monotonic() - started)
-    return seconds
+    return opts.web_port
 
 
 def _wait_for_answer(client: DockerClient, ref: str, opts: ClusterOptions,
                      timeout: float) -> float:
     started = time.monotonic()
-    asked = f"GET {opts.health} on port {opts.web_port}"
+    image, asked = opts.web_image, f"GET {opts.health} on port {opts.web_port}"
     last = "no answer"
     while True:
         answer = _probe(client, ref, opts)
         if answer is None:
-            raise UsageError(f"image {opts.web_image} stopped before it answered {asked}",
-                             hint=f"`docker run --rm {opts.web_image}` shows why")
+            raise UsageError(f"image {image} stopped before it answered {asked}",
+                             hint=_log_hint(client, ref))
         if answer.get("pid1", SUPERVISOR) != SUPERVISOR:
-            raise UsageError(f"image {opts.web_image} runs {answer['pid1']!r} as PID 1, not "
+            raise UsageError(f"image {image} runs {answer['pid1']!r} as PID 1, not "
                              f"{SUPERVISOR}: its Serf agent would never start", hint=PID1_HINT)
         status = answer.get("status")
         if status == 200:
+            _refuse_loopback_only(image, opts.web_port, answer.get("listen"))
             return time.monotonic() - started
-        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
-            raise UsageError(f"image {opts.web_image} answered {status} to {asked} "
-                             "(HAProxy counts only 200 as healthy)", hint=ANSWER_HINT)
+        if isinstance(status, int) and 300 <= status < 500 and status not in (408, 429):
+            raise UsageError(f"image {image} answered {status} to {asked} (HAProxy counts "
+                             "only 200 as healthy and follows no redirect)", hint=ANSWER_HINT)
         last = f"answered {status}" if status is not None else str(answer.get("error", last))
         if time.monotonic() - started >= timeout:
-            raise UsageError(f"image {opts.web_image}: {asked} got no 200 within "
-                             f"{timeout:g} s (last: {last})", hint=ANSWER_HINT)
+            raise UsageError(f"image {image}: {asked} got no 200 within {timeout:g} s "
+                             f"(last: {last})", hint=f"{ANSWER_HINT}; {_log_hint(client, ref)}")
         time.sleep(0.5)
+
+
+def _refuse_loopback_only(image: str, port: int, listen: object) -> None:
+    """An app that listens on the loopback only answers the check from inside, but never
+    HAProxy, which reaches it on the cluster's network (/proc/net/tcp{,6} addresses, hex)."""
+    addresses = [a for a in listen if isinstance(a, str)] if isinstance(listen, list) else []
+    if addresses and all(a.endswith("7F") or a == LOOPBACK6 for a in addresses):
+        raise UsageError(f"image {image} listens on port {port} on the loopback only: HAProxy "
+                         "reaches it on the cluster's network", hint=LOOPBACK_HINT)
+
+
+def _log_hint(client: DockerClient, ref: str) -> str:
+    """The last line the checked container logged (s6 passes its services' output on)."""
+    try:
+        text = b"".join(container_logs(client, ref)).decode(errors="replace")
+    except (EngineError, NotFound):
+        return "its log could not be read"
+    lines = [line.partition(" ")[2].strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "it logged nothing"
+    printable = "".join(c if c.isprintable() else "?" for c in lines[-1][:160])
+    return f"its log ends: {printable}"
 
 
 def _probe(client: DockerClient, ref: str, opts: ClusterOptions) -> dict[str, object] | None:

@@ -90,7 +90,16 @@ def test_own_image_serves_with_its_port_and_health_path(
      "--web-port"),
     ("EXPOSE 9000", {"health": "/ping"}, "exposes 8000, 9000: which one is the web app's?",
      "--web-port"),
-], ids=["no-agent", "other-pid-1", "health-404", "port-never-answers", "two-ports"])
+    # the missing agent is the reason, not the port question it would also raise
+    ("EXPOSE 9000\nRUN rm -rf /etc/services.d/serf", {"health": "/ping"},
+     "has no layerkit agent", 'parent = "base"'),
+    ("RUN sed -i 's/0.0.0.0/127.0.0.1/' /srv/hello/app.py", {"health": "/ping"},
+     "listens on port 8000 on the loopback only", "0.0.0.0"),
+    # a service that fails at once: the reason is its own last log line
+    ("RUN sed -i 's/setuidgid nobody/setuidgid lkt-nosuchuser/' /etc/services.d/hello/run",
+     {"health": "/ping"}, "got no 200 within 3 s", "lkt-nosuchuser"),
+], ids=["no-agent", "other-pid-1", "health-404", "port-never-answers", "two-ports",
+        "no-agent-two-ports", "loopback-only", "service-fails"])
 def test_an_image_that_cannot_serve_is_refused_before_anything_is_made(
         docker_client: DockerClient, cluster_images: ClusterImages, own_web_image: str,
         made_by_test: list[str], lines: str, web: dict[str, object], expected: str,

@@ -50,7 +50,8 @@ def test_stat_csv_gives_the_web_servers_only() -> None:
 def test_view_escapes_what_came_from_the_network() -> None:
     view = parse_view({"members": [{"name": "evil\nname", "address": "1.2.3.4:7946",
                                     "status": "alive", "role": "web"}],
-                       "servers": [{"name": "a", "status": "UP", "sessions": "3"},
+                       "servers": [{"name": "a", "status": "UP", "sessions": "3",
+                                    "check": "L7OK"},
                                    {"name": "b", "status": "DOWN", "sessions": "x"}],
                        "haproxy": True})
     assert view.members[0].name == repr("evil\nname")
@@ -130,10 +131,12 @@ def test_serving_addresses_are_the_up_servers_ips() -> None:
     """Readiness matches HAProxy's UP servers to the running apps by address: a removed app
     still UP until its checks fail must not stand in for its replacement."""
     view = parse_view({"servers": [
-        {"name": "a", "address": "172.18.0.3:3000", "status": "UP"},
-        {"name": "b", "address": "172.18.0.4:3000", "status": "UP 1/2"},
+        {"name": "a", "address": "172.18.0.3:3000", "status": "UP", "check": "L7OK"},
+        {"name": "b", "address": "172.18.0.4:3000", "status": "UP 1/2", "check": "* L7OK"},
+        # just added: UP until its first checks fail, so not yet serving
+        {"name": "f", "address": "172.18.0.6:3000", "status": "UP 1/2", "check": "INI"},
         {"name": "c", "address": "172.18.0.5:3000", "status": "DOWN"},
-        {"name": "d", "address": "[fd00::7]:3000", "status": "UP"},
+        {"name": "d", "address": "[fd00::7]:3000", "status": "UP", "check": "L7OK"},
         {"name": "e", "address": "", "status": "MAINT"}]})
     assert serving_addresses(view) == {"172.18.0.3", "172.18.0.4", "fd00::7"}
 
@@ -198,8 +201,10 @@ def test_readiness_matches_servers_by_name_and_address() -> None:
     """A removed app's server can turn UP again when a new app gets its freed address: it is
     the new app's hostname that has to be served, not just the address."""
     view = parse_view({"servers": [
-        {"name": "demo-web-aaaaaa-1b2c3d", "address": "172.18.0.3:3000", "status": "UP"},
-        {"name": "demo-web-bbbbbb-4e5f6a", "address": "172.18.0.4:3000", "status": "UP"}]})
+        {"name": "demo-web-aaaaaa-1b2c3d", "address": "172.18.0.3:3000", "status": "UP",
+         "check": "L7OK"},
+        {"name": "demo-web-bbbbbb-4e5f6a", "address": "172.18.0.4:3000", "status": "UP",
+         "check": "L7OK"}]})
     assert serving_members(view) == {("demo-web-aaaaaa", "172.18.0.3"),
                                      ("demo-web-bbbbbb", "172.18.0.4")}
     replaced = {("demo-web-aaaaaa", "172.18.0.3"), ("demo-web-cccccc", "172.18.0.4")}
