@@ -111,3 +111,14 @@ class VerifyFailed(SquashError):
 
 class SourceChanged(LayerkitError):
     """An image's layers changed or went away while they were being read."""
+
+
+def no_such_image(what: str, detail: str) -> str:
+    """`what` failed for want of the image, with the engine's own words once: its message
+    often says it twice over ("no such image: X: No such image: X")."""
+    half = (len(detail) - 2) // 2
+    if half > 0 and detail[:half].lower() == detail[half + 2:].lower():
+        detail = detail[:half]
+    if detail.lower().startswith("no such image"):
+        return f"{what}: {detail}"
+    return f"{what}: no such image ({detail})"

@@ -41,7 +41,7 @@ RULES: dict[str, tuple[str, str]] = {
     "LK004": ("no-install-recommends", "add --no-install-recommends to apt-get install"),
     "LK005": ("pip-cache", "add --no-cache-dir to pip install (or ENV PIP_NO_CACHE_DIR=1)"),
     "LK006": ("later-change", "create the file with its final content, mode and owner in the "
-              "step that makes it (COPY --chmod/--chown, or one RUN)"),
+              "step that makes it (COPY --chown, or one RUN; COPY --chmod needs BuildKit)"),
     "LK007": ("cache-order", "copy only the dependency manifests, install, then copy the source"),
 }
 _APT_INSTALL = re.compile(r"\bapt(-get)?\s+(-\S+\s+)*install\b")

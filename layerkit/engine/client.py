@@ -17,7 +17,14 @@ import requests.exceptions
 import urllib3.exceptions
 from docker import DockerClient
 
-from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, LayerkitError, NotFound
+from layerkit.errors import (
+    FIX_HINT,
+    EngineError,
+    EngineUnavailable,
+    LayerkitError,
+    NotFound,
+    no_such_image,
+)
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_SOCKET", "DockerClient", "EngineInfo", "connect",
            "engine_errors", "engine_info", "gone_ok"]
@@ -45,7 +52,7 @@ def engine_errors(what: str) -> Iterator[None]:
     except LayerkitError:
         raise
     except docker.errors.ImageNotFound as exc:
-        raise NotFound(f"{what}: no such image ({_explanation(exc)})") from None
+        raise NotFound(no_such_image(what, _explanation(exc))) from None
     except docker.errors.NotFound as exc:
         raise NotFound(f"{what}: not found ({_explanation(exc)})") from None
     except docker.errors.APIError as exc:

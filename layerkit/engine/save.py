@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from layerkit.engine import unixhttp
-from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound
+from layerkit.errors import FIX_HINT, EngineError, EngineUnavailable, NotFound, no_such_image
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -103,7 +103,7 @@ def unix_errors(what: str, path: str) -> Iterator[None]:
         yield
     except unixhttp.HTTPStatusError as exc:
         if exc.status == 404:
-            raise NotFound(f"{what}: no such image ({exc.message})") from None
+            raise NotFound(no_such_image(what, exc.message)) from None
         raise EngineError(f"{what}: engine said {exc.status}: {exc.message}") from None
     except unixhttp.ProtocolError as exc:
         raise EngineError(f"{what}: the engine's reply broke off ({exc})") from None

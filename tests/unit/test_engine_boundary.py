@@ -12,7 +12,7 @@ import requests
 
 from layerkit.engine.client import DEFAULT_HOST, DEFAULT_SOCKET, engine_errors
 from layerkit.engine.images import parse_build_chunk
-from layerkit.errors import EngineError, EngineUnavailable, NotFound
+from layerkit.errors import EngineError, EngineUnavailable, NotFound, no_such_image
 from tests.conftest import ROOT
 
 
@@ -66,3 +66,11 @@ def test_build_loads_squash_only_when_asked() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_missing_image_is_said_once() -> None:
+    assert no_such_image("inspecting image a:1", "no such image: a:1: No such image: a:1") == (
+        "inspecting image a:1: no such image: a:1")
+    assert no_such_image("saving image a:1", "reference does not exist") == (
+        "saving image a:1: no such image (reference does not exist)")
+    assert no_such_image("w", "No such image: x:1") == "w: No such image: x:1"
