@@ -196,23 +196,28 @@ def test_squash_of_a_loaded_image_gives_the_saves_image_id(docker_client: Docker
     """A loaded image keeps its tars' order (not lexical) and header fields (a whiteout's old
     time) in a save: the storage source reads them from the engine's tar-split records, so a
     reproducible squash from the layer directories gives the image ID the squash of the save
-    gives (a hardlink made a file, a whiteout kept over the layer below)."""
+    gives (a hardlink made a file, a whiteout kept over the layer below; the save stores the
+    range's layers in an order of its own, by v1 layer ID)."""
     tag = f"layerkit-test/storage-loaded-order-{uuid.uuid4().hex[:8]}:1"
     tars = [layer(directory("e"), file("e/gone", b"g"), file("e/keep", b"k")),
             layer(file("zz", b"1"), directory("a"), file("a/f", b"f"), whiteout("e/gone"),
                   file("b", b"b"), hardlink("c", "b")),
-            layer(file("b", b"new"), file("a/f", b"2"), file("a/0", b"0"))]
+            layer(file("b", b"new"), file("a/f", b"2"), file("a/0", b"0")),
+            layer(file("y", b"z"), directory("a"), file("a/9", b"9"))]
     made: list[str] = []
     try:
         load_image(docker_client, iter([legacy_archive(Image(tars, tag=tag))]))
         made.append(tag)
         _same_everywhere(docker_client, tag)
+        with save_image(docker_client, tag) as stream:
+            stored = [lay.data_offset for lay in read_archive(stream).images[0].layers[1:]]
+        assert stored != sorted(stored), "the case of this test: layers saved out of order"
         ids = {}
         for source in ("storage", "save"):
             out = f"layerkit-test/storage-loaded-sq-{source}-{uuid.uuid4().hex[:8]}:1"
             made.append(out)
             result = squash.squash(docker_client, tag, SquashOptions(
-                tag=out, last=2, reproducible=True, source=source), os.environ)
+                tag=out, last=3, reproducible=True, source=source), os.environ)
             assert result.verified
             assert result.converted_hardlinks == 1
             assert result.markers == 1

@@ -213,18 +213,32 @@ def test_without_records_the_directories_are_walked(tmp_path: Path,
     assert any(str(stored.layers[0].member) in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("repeated", [False, True])
-def test_the_squash_from_records_writes_the_saves_layer(tmp_path: Path, repeated: bool) -> None:
+def _layers_reversed(archive: bytes) -> bytes:
+    """The saved archive with its layer tars stored newest first, as a save may order them
+    (a legacy save stores them by v1 layer ID)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        members = src.getmembers()
+        blobs = [m for m in members if m.name.endswith("/layer.tar") and m.isreg()]
+        for info in [*reversed(blobs), *(m for m in members if m not in blobs)]:
+            dst.addfile(info, src.extractfile(info) if info.isreg() else None)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", ["plain", "repeated", "stored newest first"])
+def test_the_squash_from_records_writes_the_saves_layer(tmp_path: Path, case: str) -> None:
     """The merged layer of the upper layers, from the spooled save and from the layer
     directories with their records: the same bytes (with a hardlink made a file, a whiteout
     kept with its tar's time, a PAX name, non-lexical order; a layer repeated in the range,
-    which a save stores once)."""
+    which a save stores once; layers stored out of order in the save)."""
     tars = _layers()
-    if repeated:
+    if case == "repeated":
         tars.insert(2, layer(file("r", b"r"), directory("a"), file("a/r", b"r")))
         tars.append(tars[2])
     archive_path = tmp_path / "saved.tar"
-    archive_path.write_bytes(legacy_archive(Image(tars)))
+    archive = legacy_archive(Image(tars))
+    archive_path.write_bytes(_layers_reversed(archive) if case != "plain" else archive)
     saved = read_archive(archive_path, hash_content=True).images[0]
     plan = plan_merge([lay.entries for lay in saved.layers], 1)
     assert plan.conversions
