@@ -104,8 +104,8 @@ def _same_everywhere(client: DockerClient, ref: str) -> None:
 
 
 def _squashed_alike(client: DockerClient, ref: str, base: str) -> None:
-    """`squash --from BASE` from the layer directories gives the merged filesystem the squash
-    from the save gives (both verified against the source by the squash itself)."""
+    """`squash --from BASE` from the layer directories gives the merged layer the squash from
+    the save gives, byte for byte (both verified against the source by the squash itself)."""
     results = {}
     for source in ("storage", "save"):
         tag = f"layerkit-test/storage-squashed-{source}-{uuid.uuid4().hex[:8]}:1"
@@ -115,10 +115,12 @@ def _squashed_alike(client: DockerClient, ref: str, base: str) -> None:
             assert result.verified
             with save_image(client, tag) as stream:
                 saved = read_archive(stream, hash_content=True).images[0]
-            results[source] = (result, replay([lay.entries for lay in saved.layers]).fingerprint())
+            results[source] = (result, replay([lay.entries for lay in saved.layers]).fingerprint(),
+                               [lay.digest for lay in saved.layers])
         finally:
             _remove(client, tag)
     assert results["storage"][1] == results["save"][1]
+    assert results["storage"][2] == results["save"][2]  # the very same merged layer
     assert results["storage"][0].layers_after == results["save"][0].layers_after
     assert results["storage"][0].bytes_after == results["save"][0].bytes_after
 
