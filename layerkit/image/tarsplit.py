@@ -11,23 +11,24 @@ save's, byte for byte and in its order, also for a layer the engine unpacked fro
 loaded, imported): the walk of such a directory gives lexical order, and a whiteout's time
 there is when it was unpacked.
 
-The record is read as the layer tar with every member's data left out (`_Assembled`) by the
-same header parser as a save (`tarstream.headers`). Whatever does not add up (a member line
-where header bytes belong, a name or size the headers do not give, a member after the end
-marker, a directory other than the one the image names) is `Unusable`: the caller walks the
+A member's header blocks are the record's bytes between the padding of the member before and
+the member's line, parsed as a save's are (`tarstream`). Whatever does not add up (bytes there
+that are not one header, a name or size the header does not give, a header after the last
+member, a directory other than the one the image names) is `Unusable`: the caller walks the
 directory instead.
 """
 
 from __future__ import annotations
 
 import binascii
-import gzip
 import hashlib
+import io
 import json
+import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 from layerkit.image.archive import (
     Entry,
@@ -38,14 +39,24 @@ from layerkit.image.archive import (
 )
 from layerkit.image.manifests import norm
 from layerkit.image.tarcopy import RawMember
-from layerkit.image.tarstream import NO_DATA, BadHeader, Counted, Header, headers
+from layerkit.image.tarstream import (
+    BLOCK,
+    EXTENDED,
+    NO_DATA,
+    BadHeader,
+    Counted,
+    Header,
+    headers,
+    parse_header,
+)
 
 __all__ = ["FILE_NAME", "Unusable", "chain_ids", "entries", "is_split", "members"]
 
 FILE_NAME = "tar-split.json.gz"
 _SEGMENT = b'{"type":2,"payload":"'  # how the engine's JSON encoder starts a segment line
-_ZEROS = memoryview(bytes(1 << 20))
+_MEMBER = re.compile(rb'\{"type":1,"name":"([^"\\]*)",(?:"size":(\d+),)?"payload":')
 _TEXT = ("utf-8", "surrogateescape")
+_CHUNK = 1 << 16
 
 
 class Unusable(Exception):
@@ -104,14 +115,21 @@ def _members(split: Path, *, keep_raw: bool) -> Iterator[tuple[Header, str, Entr
     """The record's members (the root directory's left out) with their normalised paths and
     kinds; Unusable when it does not add up."""
     try:
-        with gzip.open(split, "rb") as fh:
-            reader = _Assembled(iter(fh))
-            for header in headers(Counted(cast(IO[bytes], reader)), keep_raw=keep_raw):
-                reader.member_of(header)
+        with open(split, "rb") as fh:
+            pending = bytearray()  # the raw bytes since the last member's data
+            pad = 0  # that data's padding: the first bytes of them
+            for record in _records(_lines(fh)):
+                if isinstance(record, bytes):
+                    pending += record
+                    continue
+                header = _header(pending, pad, record, keep_raw=keep_raw)
+                pad = -record[1] % BLOCK
+                pending.clear()
                 path = norm(header.name)
                 if path:
                     yield header, path, entry_kind(header, path)
-            reader.finish()
+            if bytes(pending[pad:pad + BLOCK]).strip(b"\0"):
+                raise Unusable("a header after the last member")
     except Unusable:
         raise
     except (OSError, EOFError, zlib.error, BadHeader, UnknownEntryType) as exc:
@@ -120,87 +138,65 @@ def _members(split: Path, *, keep_raw: bool) -> Iterator[tuple[Header, str, Entr
         raise Unusable(f"{split}: not a tar-split record ({exc})") from None
 
 
-class _Assembled:
-    """The layer tar the record stands for, with each member's data left out: where data
-    would be, `take` gives zeros (the header parser only skips data); a member line met
-    where header bytes are wanted means the record and the tar disagree."""
+def _header(pending: bytearray, pad: int, member: tuple[str, int], *,
+            keep_raw: bool) -> Header:
+    """The header whose blocks, after `pad` bytes of padding, are all of `pending`; its name
+    and data size must be the member line's."""
+    name, size = member
+    if len(pending) < pad + BLOCK:
+        raise Unusable(f"member {name!r} without a header before it")
+    blocks = bytes(pending[pad:])
+    if len(blocks) == BLOCK and blocks[156:157] not in EXTENDED:  # the usual: one ustar block
+        header = parse_header(blocks, BLOCK)
+        header.raw, header.pax = (blocks, {}) if keep_raw else (b"", None)
+    else:
+        found = next(headers(Counted(io.BytesIO(blocks)), keep_raw=keep_raw), None)
+        if found is None or found.offset != len(blocks):
+            raise Unusable(f"member {name!r}: the record's bytes before it are not one header")
+        header = found
+    data = 0 if header.type in NO_DATA else header.size
+    if name != header.name or size != data:
+        raise Unusable(f"member {name!r} ({size} bytes) where the tar has {header.name!r} "
+                       f"({data} bytes)")
+    return header
 
-    def __init__(self, lines: Iterator[bytes]) -> None:
-        self._lines = lines
-        self._buf = memoryview(b"")
-        self._hole = 0
 
-    def read(self, size: int) -> bytes:
-        if len(self._buf) >= size:
-            data = bytes(self._buf[:size])
-            self._buf = self._buf[size:]
-            return data
-        if self._hole:
-            raise Unusable("a header lies inside a member's data")
-        parts = bytearray()
-        while len(parts) < size and (self._buf or self._more()):
-            part = self._buf[:size - len(parts)]
-            parts += part
-            self._buf = self._buf[len(part):]
-        return bytes(parts)
+def _lines(fh: IO[bytes]) -> Iterator[bytes]:
+    """The gzip'd file's lines (faster than `gzip.open`'s line by line reads)."""
+    unzip = zlib.decompressobj(wbits=31)
+    rest = b""
+    while chunk := fh.read(_CHUNK):
+        while chunk:
+            lines = (rest + unzip.decompress(chunk)).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+            chunk = unzip.unused_data  # a next gzip member, if any
+            if chunk:
+                unzip = zlib.decompressobj(wbits=31)
+    if not unzip.eof:
+        raise EOFError("the record is cut short")
+    if rest:
+        yield rest
 
-    def take(self, size: int) -> memoryview:
-        if self._hole:
-            got = min(size, self._hole, len(_ZEROS))
-            self._hole -= got
-            return _ZEROS[:got]
-        if not self._buf and not self._more():
-            return _ZEROS[:0]
-        view = self._buf[:size]
-        self._buf = self._buf[len(view):]
-        return view
 
-    def member_of(self, header: Header) -> None:
-        """The member line that must follow `header`'s blocks: its name and size are the
-        header's, and its data comes next."""
-        if self._buf or self._hole:
-            raise Unusable(f"{header.name}: the record's member does not follow its header")
-        record = self._next_line()
-        if record is None or isinstance(record, bytes):
-            raise Unusable(f"{header.name}: no member line after its header")
-        name, size = record
-        data = 0 if header.type in NO_DATA else header.size
-        if name != header.name or size != data:
-            raise Unusable(f"member {name!r} ({size} bytes) where the tar has {header.name!r} "
-                           f"({data} bytes)")
-        self._hole = size
-
-    def finish(self) -> None:
-        """After the end marker only raw bytes may follow, no member."""
-        while (record := self._next_line()) is not None:
-            if not isinstance(record, bytes):
-                raise Unusable(f"member {record[0]!r} after the tar's end")
-
-    def _more(self) -> bool:
-        """The next segment into the buffer (False at the end); a member line here is one
-        without its header."""
-        while (record := self._next_line()) is not None:
-            if not isinstance(record, bytes):
-                raise Unusable(f"member {record[0]!r} without a header before it")
-            if record:
-                self._buf = memoryview(record)
-                return True
-        return False
-
-    def _next_line(self) -> bytes | tuple[str, int] | None:
-        """A segment's bytes, a member's (name, size), or None at the end."""
-        for line in self._lines:
-            if line.startswith(_SEGMENT):  # most lines: no JSON parse needed
-                end = line.index(b'"', len(_SEGMENT))
-                return binascii.a2b_base64(line[len(_SEGMENT):end])
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if item.get("type") == 2:
-                return binascii.a2b_base64(item.get("payload") or "")
-            if item.get("type") != 1:
-                raise ValueError(f"line of type {item.get('type')!r}")
+def _records(lines: Iterable[bytes]) -> Iterator[bytes | tuple[str, int]]:
+    """Each line's segment bytes, or member (name, size)."""
+    for line in lines:
+        if line.startswith(_SEGMENT):  # most lines: no JSON parse needed
+            yield binascii.a2b_base64(line[len(_SEGMENT):line.index(b'"', len(_SEGMENT))])
+            continue
+        plain = _MEMBER.match(line)  # a name without escapes: no JSON parse either
+        if plain is not None:
+            yield plain[1].decode(), int(plain[2] or 0)
+            continue
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if item.get("type") == 2:
+            yield binascii.a2b_base64(item.get("payload") or "")
+        elif item.get("type") == 1:
             raw = item.get("name_raw")
             name = binascii.a2b_base64(raw).decode(*_TEXT) if raw else str(item.get("name", ""))
-            return name, int(item.get("size") or 0)
-        return None
+            yield name, int(item.get("size") or 0)
+        else:
+            raise ValueError(f"line of type {item.get('type')!r}")
