@@ -56,7 +56,9 @@ def record(tar: bytes) -> list[dict[str, object]]:
             entry["payload"] = None
             lines.append(entry)
             done = info.offset_data + size
-    lines.append({"type": 2, "payload": _b64(tar[done:])})
+    end = done + -done % 512 + 1024  # the last padding and the end marker, then the rest
+    lines += [{"type": 2, "payload": _b64(tar[done:end])}, {"type": 2, "payload": _b64(tar[end:])},
+              {"type": 2, "payload": ""}]
     return lines
 
 
@@ -109,6 +111,34 @@ def test_entries_and_headers_are_the_tars(tmp_path: Path) -> None:
     assert bytes(rebuilt) + bytes(1024) == tar[:len(rebuilt) + 1024]
 
 
+DATA = Path(__file__).parents[1] / "data" / "tarsplit"
+
+
+def test_a_record_of_this_engine_gives_its_saves_layer(tmp_path: Path) -> None:
+    """Captured from Docker 20.10: the record of a loaded layer and that layer's tar from a
+    save. The record's headers with the data from the tar are the saved tar, byte for byte;
+    the records made here for tests are made as the engine makes them."""
+    saved = (DATA / "loaded.layer.tar").read_bytes()
+    split = tmp_path / "layer" / tarsplit.FILE_NAME
+    split.parent.mkdir()
+    split.write_bytes((DATA / "loaded.tar-split.json.gz").read_bytes())
+    (split.parent / "cache-id").write_text("cid")
+    archive = read_archive(io.BytesIO(legacy_archive(Image([saved]))))
+    assert tarsplit.entries(split, "cid") == list(archive.images[0].layers[0].entries)
+    rebuilt, at = bytearray(), 0
+    for _, member in tarsplit.members(split):
+        at = saved.index(member.header, at) + len(member.header)
+        rebuilt += member.header + saved[at:at + member.size] + bytes(-member.size % 512)
+    assert bytes(rebuilt) == saved[:len(rebuilt)]
+    assert not saved[len(rebuilt):].strip(b"\0")
+    real = [json.loads(line) for line in gzip.decompress(split.read_bytes()).splitlines()]
+    keys = ("type", "name", "size")
+    assert [{k: line.get(k) for k in (*keys, "payload") if line["type"] == 2 or k in keys}
+            for line in real] == \
+        [{k: line.get(k) for k in (*keys, "payload") if line["type"] == 2 or k in keys}
+         for line in record(saved)]
+
+
 def test_a_name_that_is_not_utf8_comes_as_name_raw(tmp_path: Path) -> None:
     info = tarfile.TarInfo("caf\udce9")
     info.size = 0
@@ -147,6 +177,10 @@ def test_a_missing_or_foreign_record_is_unusable(tmp_path: Path) -> None:
     split = write_record(tmp_path / "l", record(_layers()[1]), "cid")
     with pytest.raises(tarsplit.Unusable, match="not cid2"):
         tarsplit.entries(split, "cid2")  # the layer store names another directory
+    whole = split.read_bytes()
+    split.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(tarsplit.Unusable):
+        tarsplit.entries(split, "cid")
     split.write_bytes(b"not gzip")
     with pytest.raises(tarsplit.Unusable):
         tarsplit.entries(split, "cid")
