@@ -2,9 +2,9 @@
 
 Phases (each timed for the summary):
 
-1. read: on a local overlay2 engine the layer directories are walked for every layer's entries
-   (`image.storage`; the range's contents hashed for the verification), and the merge reads them
-   again there: no temporary copy of the image. Otherwise (`image.source` says when) one
+1. read: on a local overlay2 engine every layer's entries come from the engine's tar-split
+   record of it, or a walk of its directory (`image.storage`; the range's contents hashed for
+   the verification), and the merge reads them again there: no temporary copy of the image. Otherwise (`image.source` says when) one
    `docker save` stream (or the user's archive) is parsed as it arrives for every
    layer's entries and content hashes; by default the stream is also spooled to a temporary file
    so the merge can read the range's layers from it (kept layers are dropped from the spool as
