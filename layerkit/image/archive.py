@@ -75,8 +75,11 @@ __all__ = [
     "HistoryItem",
     "Layer",
     "SavedImage",
+    "UnknownEntryType",
     "decompressed",
+    "entry_kind",
     "gc_paused",
+    "header_entry",
     "history_steps",
     "layer_tar_chunks",
     "read_archive",
@@ -214,16 +217,27 @@ def _layer_entries(raw: IO[bytes], hashing: bool) -> Iterator[Entry]:
         if not path:
             continue  # the layer's root directory itself
         kind = kinds(member.type) or _kind(member, path)
-        if kind == "file":
-            size = member.size
-            digest = _content_digest(inner, size) if hashing else None
-            link = member.linkname
-        else:
-            size, digest = 0, None
-            link = norm(member.linkname) if kind == "hardlink" else member.linkname
-        mode, uid, gid, mtime = member.mode & 0o7777, member.uid, member.gid, member.mtime
-        yield Entry(path, kind, size, share(mode, mode), share(uid, uid), share(gid, gid),
-                    link, share(mtime, mtime), digest)
+        digest = _content_digest(inner, member.size) if hashing and kind == "file" else None
+        yield header_entry(member, path, kind, share, digest)
+
+
+def header_entry(member: Header, path: str, kind: EntryKind,
+                 share: Callable[[int, int], int], digest: str | None = None) -> Entry:
+    """The entry of a layer tar's member at normalised `path` (not the root). `share` keeps
+    one int object per distinct mode, owner or time (dict.setdefault): less memory."""
+    if kind == "file":
+        size, link = member.size, member.linkname
+    else:
+        size = 0
+        link = norm(member.linkname) if kind == "hardlink" else member.linkname
+    mode, uid, gid, mtime = member.mode & 0o7777, member.uid, member.gid, member.mtime
+    return Entry(path, kind, size, share(mode, mode), share(uid, uid), share(gid, gid),
+                 link, share(mtime, mtime), digest)
+
+
+def entry_kind(member: Header, path: str) -> EntryKind:
+    """The kind of a tar member; UnknownEntryType for a type layerkit cannot read."""
+    return _KINDS.get(member.type) or _kind(member, path)
 
 
 def _content_digest(stream: Counted, size: int) -> str:

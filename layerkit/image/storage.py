@@ -1,9 +1,13 @@
 """Layers read where an overlay2 engine keeps them, as `docker save` would give them.
 
 An engine with the overlay2 driver keeps each layer unpacked in a directory (`docker image
-inspect`: `GraphDriver.Data.UpperDir`, then `LowerDir`, top first). The layer tar that `docker
-save` sends for a layer the engine built is its tar writer's walk of that directory, so walking it
-the same way gives the same entries without the engine tarring the image first:
+inspect`: `GraphDriver.Data.UpperDir`, then `LowerDir`, top first), and beside it, in its layer
+store, the layer's tar-split record: the header bytes of the layer's tar, from which a save
+re-assembles it. The entries come from that record (`tarsplit`): the save's, exactly, for every
+layer. Where a record is missing or does not add up, the directory is walked instead (said
+under `--verbose`). The layer tar the engine wrote for a layer it built is its tar writer's walk
+of that directory, so walking it the same way gives the same entries (a layer it unpacked from
+a tar keeps that tar's order and header fields in a save, which the walk cannot know):
 
 - directories in pre-order, each directory's names in lexical order (moby's `pkg/archive`
   walks with Go's `filepath.Walk`); the layer's root itself is not an entry; sockets are skipped;
@@ -36,6 +40,7 @@ from typing import Any
 import xxhash
 
 from layerkit.errors import SourceChanged
+from layerkit.image import tarsplit
 from layerkit.image.archive import (
     Entry,
     EntryKind,
@@ -67,11 +72,13 @@ _EMPTY = "xxh3:" + xxhash.xxh3_128_hexdigest(b"")
 
 @dataclass(frozen=True)
 class LayerDirs:
-    """Where an image's layers are: `dirs` oldest first; `config` is the engine's config file."""
+    """Where an image's layers are: `dirs` oldest first, `splits` their tar-split records;
+    `config` is the engine's config file."""
 
     image_id: str
     dirs: tuple[Path, ...]
     config: Path
+    splits: tuple[Path, ...] = ()
 
 
 def layer_dirs(inspect: dict[str, Any]) -> LayerDirs | None:
@@ -88,9 +95,12 @@ def layer_dirs(inspect: dict[str, Any]) -> LayerDirs | None:
     if len(dirs) != len(layers) or not all(d.name == "diff" for d in dirs):
         return None
     image_id = str(inspect.get("Id", ""))
-    root = Path(upper).parents[2]  # <root>/overlay2/<layer>/diff
-    config = root / "image" / "overlay2" / "imagedb" / "content" / "sha256"
-    return LayerDirs(image_id, dirs, config / image_id.removeprefix("sha256:"))
+    root = Path(upper).parents[2] / "image" / "overlay2"  # <root>/overlay2/<layer>/diff
+    config = root / "imagedb" / "content" / "sha256" / image_id.removeprefix("sha256:")
+    store = root / "layerdb" / "sha256"
+    splits = tuple(store / chain.removeprefix("sha256:") / tarsplit.FILE_NAME
+                   for chain in tarsplit.chain_ids([str(d) for d in layers]))
+    return LayerDirs(image_id, dirs, config, splits)
 
 
 def unreadable_reason(where: LayerDirs) -> str | None:
@@ -109,12 +119,14 @@ def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
     diff_ids = list(config["rootfs"]["diff_ids"])
     started = time.perf_counter()
     with _changed(ref), gc_paused():  # many small acyclic records: see archive.gc_paused
-        layers = [list(layer_entries(d)) for d in where.dirs]
+        read = [_layer(ref, where, index) for index in range(len(where.dirs))]
+        layers = [entries for entries, _ in read]
         walked = time.perf_counter()
         add_digests(layers, where.dirs, visible_from)
-    logger.debug("%s: %d layer directories, %d entries walked in %.3f s; %d contents read in "
-                 "%.3f s", ref, len(layers), sum(map(len, layers)), walked - started,
-                 sum(e.digest is not None for entries in layers for e in entries),
+    logger.debug("%s: %d layers (%d from tar-split records), %d entries read in %.3f s; %d "
+                 "contents read in %.3f s", ref, len(layers),
+                 sum(tarsplit.is_split(member) for _, member in read), sum(map(len, layers)),
+                 walked - started, sum(e.digest is not None for entries in layers for e in entries),
                  time.perf_counter() - walked)
     history, steps = history_steps(config.get("history") or [], len(layers))
     seen: set[str] = set()
@@ -122,7 +134,7 @@ def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
     for index, entries in enumerate(layers):
         step = steps[index] if index < len(steps) else None
         built.append(Layer(
-            index=index, digest=diff_ids[index], member=str(where.dirs[index]),
+            index=index, digest=diff_ids[index], member=read[index][1],
             compression="none", stored_size=0, data_offset=0, entries=tuple(entries),
             created_by=history[step].created_by if step is not None else "",
             history_index=step,
@@ -132,6 +144,22 @@ def read_image(ref: str, refs: tuple[str, ...], where: LayerDirs, *,
     if not all(d.is_dir() for d in where.dirs):
         raise SourceChanged(f"image {ref} changed or was removed while it was being read")
     return SavedImage(refs, where.image_id, config, tuple(built), tuple(history))
+
+
+def _layer(ref: str, where: LayerDirs, index: int) -> tuple[list[Entry], str]:
+    """A layer's entries and where they were read: its tar-split record, or else (said why)
+    its directory. `Layer.member` keeps which, so a squash writes the layer the same way."""
+    root = where.dirs[index]
+    if index < len(where.splits):
+        split = where.splits[index]
+        try:
+            return tarsplit.entries(split, root.parent.name), str(split)
+        except tarsplit.Unusable as exc:
+            reason = str(exc)
+    else:
+        reason = "no record named"
+    logger.debug("%s: layer %d: walking %s (its tar-split record: %s)", ref, index, root, reason)
+    return list(layer_entries(root)), str(root)
 
 
 def _config(ref: str, where: LayerDirs) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import IO
 from zlib import adler32
 
 __all__ = [
+    "EXTENDED",
     "NO_DATA",
     "BadHeader",
     "Counted",
@@ -25,6 +26,7 @@ __all__ = [
     "headers",
     "is_header",
     "padded",
+    "parse_header",
     "parse_number",
 ]
 
@@ -35,7 +37,7 @@ _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s82x155s")
 # POSIX ustar/pax magic; GNU's "ustar " keeps atime and ctime where ustar has the name prefix
 _USTAR = b"ustar\0"
 _PAD = b"\0 "  # what ends an octal number field
-_EXTENDED = frozenset((b"x", b"g", b"L", b"K"))
+EXTENDED = frozenset((b"x", b"g", b"L", b"K"))  # types of headers for the next member
 _SKIP_BUFFER = 1 << 20
 _TEXT = ("utf-8", "surrogateescape")
 NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # size fields of these are ignored, as tar does
@@ -130,7 +132,7 @@ def headers(stream: Counted, *, keep_raw: bool = False) -> Iterator[Header]:
         kind = header.type
         if keep_raw:
             raw += block
-        if kind in _EXTENDED:
+        if kind in EXTENDED:
             end = header.offset + padded(header.size)
             data = stream.read_exact(header.size)
             if kind == b"x":
@@ -164,6 +166,11 @@ def _path(name: bytes, magic: bytes, prefix: bytes) -> str:
     if magic == _USTAR and prefix[0]:
         text = prefix.split(b"\0", 1)[0].decode(*_TEXT) + "/" + text
     return text
+
+
+def parse_header(block: bytes, offset: int) -> Header:
+    """One header block; `offset` is where the member's data starts."""
+    return _parse(block, offset)
 
 
 def _parse(block: bytes, offset: int) -> Header:

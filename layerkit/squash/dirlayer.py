@@ -1,11 +1,15 @@
 """The merged layer written straight from the engine's layer directories (the storage source).
 
-`merge.plan_merge` decides from the entries which ones the new layer holds, as for a save; here
-each planned entry's member is made from its layer directory: a header from the entry (with the
-device numbers and the one xattr the engine's tar writer keeps, `security.capability`, read from
-the file) and, for a regular file, its bytes. Markers and hardlinks made regular files follow the
-same rules as `merge.write_layer`. A file that no longer has the size it had when the layer was
-walked means the image changed underneath: an error, never a wrong layer.
+`merge.plan_merge` decides from the entries which ones the new layer holds, as for a save. A
+layer whose entries came from its tar-split record (`image.tarsplit`) is read from the record
+again: each planned member's header blocks verbatim, as `merge.write_layer` copies them from a
+save, in the same order, and the data from the file at its path; so the new layer is the one a
+squash of the save writes. A layer that was walked has each planned member made from its
+directory: a header from the entry (with the device numbers and the one xattr the engine's tar
+writer keeps, `security.capability`, read from the file) and, for a regular file, its bytes.
+Markers and hardlinks made regular files follow the same rules as `merge.write_layer`. A file
+that no longer has the size it had when the layer was read, or a record that no longer gives
+the entries read, means the image changed underneath: an error, never a wrong layer.
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from layerkit.errors import SourceChanged
+from layerkit.image import tarsplit
 from layerkit.image.archive import Entry, Layer
-from layerkit.image.tarstream import byte_sum
-from layerkit.squash.merge import MergePlan, WrittenLayer, _finish, _Hashing, _write_markers
+from layerkit.image.tarcopy import RawMember
+from layerkit.image.tarstream import Counted, byte_sum
+from layerkit.squash.merge import (
+    Conversion,
+    MergePlan,
+    WrittenLayer,
+    _finish,
+    _Hashing,
+    _write_conversion,
+    _write_markers,
+)
 
 __all__ = ["write_layer_from_dirs"]
 
@@ -39,23 +53,93 @@ def write_layer_from_dirs(ref: str, dirs: Sequence[Path], layers: Sequence[Layer
     """The new layer of `plan` into `out`, from the layer directories `dirs` (oldest first)."""
     sink = _Hashing(out)
     count = _write_markers(plan, sink)
+    done: set[int] = set()
     for layer in layers[plan.start:]:
-        root = str(dirs[layer.index])
-        converted = {c.target: c.paths for c in plan.conversions if c.layer == layer.index}
-        as_links = {path for paths in converted.values() for path in paths}
-        by_path = {e.path: e for e in layer.entries}
-        for k in sorted(plan.kept_in(layer.index)):
-            entry = layer.entries[k]
-            if entry.path not in as_links:
-                count += _write(ref, sink, root, entry)
-        for target, paths in converted.items():
-            first, *others = paths
-            source = by_path[target]
-            count += _write(ref, sink, root, by_path[first]._replace(
-                kind="file", size=source.size, linkname=""), data_from=target)
-            for path in others:
-                count += _write(ref, sink, root, by_path[path]._replace(linkname=first))
+        if layer.index in done:
+            continue
+        if tarsplit.is_split(layer.member):
+            # a save stores a layer repeated in the range once, and the merge copies each of
+            # its members for every place of it at once: so here too
+            group = [lay for lay in layers[layer.index:]
+                     if lay.digest == layer.digest and tarsplit.is_split(lay.member)]
+            done.update(lay.index for lay in group)
+            count += _write_recorded(ref, sink, dirs, group, plan)
+        else:
+            count += _write_walked(ref, sink, str(dirs[layer.index]), layer, plan)
     return _finish(sink, count)
+
+
+def _write_walked(ref: str, sink: _Hashing, root: str, layer: Layer, plan: MergePlan) -> int:
+    """The planned members of a layer read by walking its directory, built from the entries."""
+    count = 0
+    converted = {c.target: c.paths for c in plan.conversions if c.layer == layer.index}
+    as_links = {path for paths in converted.values() for path in paths}
+    by_path = {e.path: e for e in layer.entries}
+    for k in sorted(plan.kept_in(layer.index)):
+        entry = layer.entries[k]
+        if entry.path not in as_links:
+            count += _write(ref, sink, root, entry)
+    for target, paths in converted.items():
+        first, *others = paths
+        source = by_path[target]
+        count += _write(ref, sink, root, by_path[first]._replace(
+            kind="file", size=source.size, linkname=""), data_from=target)
+        for path in others:
+            count += _write(ref, sink, root, by_path[path]._replace(linkname=first))
+    return count
+
+
+class _Job(NamedTuple):
+    """One place of a recorded layer in the range, and what the plan keeps of it there."""
+
+    layer: Layer
+    root: str
+    kept: frozenset[int]
+    converted: dict[str, Conversion]
+    done: set[str]
+
+
+def _write_recorded(ref: str, sink: _Hashing, dirs: Sequence[Path], group: list[Layer],
+                    plan: MergePlan) -> int:
+    """The planned members of the layers of `group` (one layer, repeated), read from its
+    tar-split record, as `merge._copy_layers` writes them from a save: record order, header
+    blocks verbatim, a hidden hardlink target converted where the target passes."""
+    jobs = []
+    for layer in group:
+        converted = {c.target: c for c in plan.conversions if c.layer == layer.index}
+        jobs.append(_Job(layer, str(dirs[layer.index]), plan.kept_in(layer.index), converted,
+                         {path for c in converted.values() for path in c.paths}))
+    first = group[0]
+    count = 0
+    try:
+        for position, (entry, member) in enumerate(tarsplit.members(Path(first.member))):
+            if position >= len(first.entries) or first.entries[position].path != entry.path:
+                raise SourceChanged(f"image {ref} changed while it was being read (layer "
+                                    f"{first.index}'s record differs at {entry.path})")
+            for job in jobs:
+                count += _write_member(job, position, entry.path, member, sink)
+    except (FileNotFoundError, EOFError):
+        raise SourceChanged(f"image {ref} changed or was removed while it was being read "
+                            f"(a file of layer {first.index} went away or shrank)") from None
+    except _Resized:
+        raise SourceChanged(f"image {ref} changed while it was being read (a file of layer "
+                            f"{first.index} changed size)") from None
+    except tarsplit.Unusable as exc:
+        raise SourceChanged(f"image {ref} changed while it was being read ({exc})") from None
+    return count
+
+
+def _write_member(job: _Job, position: int, path: str, member: RawMember,
+                  sink: _Hashing) -> int:
+    if path in job.converted:
+        with open(f"{job.root}/{path}", "rb") as fh:
+            return _write_conversion(Counted(fh), member, job.converted[path], job.layer, sink)
+    if position not in job.kept or path in job.done:
+        return 0
+    sink.write(member.header)  # verbatim, as the merge copies it from a save
+    if member.size:
+        _copy(f"{job.root}/{path}", member.size, sink)
+    return 1
 
 
 def _write(ref: str, sink: _Hashing, root: str, entry: Entry, data_from: str = "") -> int:

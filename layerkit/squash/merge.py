@@ -220,10 +220,13 @@ def write_layer(stream: IO[bytes], layers: Sequence[Layer], plan: MergePlan,
 
 def write_layer_seekable(fileobj: IO[bytes], layers: Sequence[Layer], plan: MergePlan,
                          out: IO[bytes]) -> WrittenLayer:
-    """As `write_layer`, for a seekable archive: only the range's layers are read."""
+    """As `write_layer`, for a seekable archive: only the range's layers are read, oldest
+    first. (A save stores layers in an order of its own, a legacy save by v1 layer ID, an OCI
+    layout by digest; layer order gives the layer a squash of the engine's layer directories
+    writes. `write_layer`, reading forward, has to take the stream's order.)"""
     sink = _Hashing(out)
     count = _write_markers(plan, sink)
-    for offset, group in sorted(_blobs(layers, plan).items()):
+    for offset, group in _blobs(layers, plan).items():  # by first place in the range
         fileobj.seek(offset)
         raw = io.BufferedReader(Bounded(Counted(fileobj), group[0].stored_size), BUFSIZE)
         count += _copy_layers(_layer_stream(raw, group[0]), group, plan, sink)

@@ -2,15 +2,15 @@
 
 Phases (each timed for the summary):
 
-1. read: on a local overlay2 engine the layer directories are walked for every layer's entries
-   (`image.storage`; the range's contents hashed for the verification), and the merge reads them
-   again there: no temporary copy of the image. Otherwise (`image.source` says when) one
-   `docker save` stream (or the user's archive) is parsed as it arrives for every
-   layer's entries and content hashes; by default the stream is also spooled to a temporary file
-   so the merge can read the range's layers from it (kept layers are dropped from the spool as
-   soon as they have passed, see `spool`). `low_disk` (chosen by itself when the
-   temporary directory lacks room for that) reads the image a second time from the engine
-   instead, so the only temporary file is the new layer.
+1. read: on a local overlay2 engine every layer's entries come from the engine's tar-split record
+   of it, or a walk of its directory (`image.storage`; the range's contents hashed for the
+   verification), and the merge reads them again there: no temporary copy of the image. Otherwise
+   (`image.source` says when) one `docker save` stream (or the user's archive) is parsed as it
+   arrives for every layer's entries and content hashes; by default the stream is also spooled to a
+   temporary file so the merge can read the range's layers from it (kept layers are dropped from
+   the spool as soon as they have passed, see `spool`). `low_disk` (chosen by itself when the
+   temporary directory lacks room for that) reads the image a second time from the engine instead,
+   so the only temporary file is the new layer.
 2. merge: `merge.plan_merge` decides from metadata, newest layer first, what the new layer holds;
    `merge.write_layer*` copies it into one temporary tar, hashing it (its diff_id) on the way.
 3. load: a tar holding just the new layer, the new config and a manifest is streamed to the
