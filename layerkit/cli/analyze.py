@@ -3,6 +3,7 @@ rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -194,7 +195,10 @@ def _sources(refs: list[str], requested: Requested) -> dict[str, Callable[[], Sa
             continue
         assert inspect is not None
         names = storage.saved_refs(ref, inspect.get("RepoTags") or [])
-        readers[ref] = functools.partial(storage.read_image, ref, names, where)
+        # the figures are the same from the directory walk, which reads a many-file layer
+        # faster than its tar-split record; squash, which writes bytes, takes the records
+        walk = dataclasses.replace(where, splits=())
+        readers[ref] = functools.partial(storage.read_image, ref, names, walk)
     return readers
 
 
