@@ -45,11 +45,19 @@ LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 writes i
 LOOPBACK_HINT = "make the app listen on all addresses (0.0.0.0), not on 127.0.0.1"
 ANSWER_HINT = ("give the port it listens on with --web-port and a path that answers 200 "
                "with --health")
-# run inside the checked container: PID 1's name and the health path's status, as JSON
+# run inside the checked container: PID 1's name, the health path's status and the addresses
+# listening on the port, as JSON
 _PROBE = """
 import http.client, json, sys
 port = int(sys.argv[1])
 out = {"pid1": open("/proc/1/comm").read().strip(), "listen": []}
+try:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    conn.request("GET", sys.argv[2])
+    out["status"] = conn.getresponse().status
+except (OSError, http.client.HTTPException) as exc:
+    out["error"] = str(exc) or type(exc).__name__
+# read after the request: once it was answered, the listening socket is there to be seen
 for table in ("/proc/net/tcp", "/proc/net/tcp6"):
     try:
         rows = open(table).read().splitlines()[1:]
@@ -59,12 +67,6 @@ for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         local, state = row.split()[1], row.split()[3]
         if state == "0A" and int(local.rpartition(":")[2], 16) == port:
             out["listen"].append(local.rpartition(":")[0])
-try:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    conn.request("GET", sys.argv[2])
-    out["status"] = conn.getresponse().status
-except (OSError, http.client.HTTPException) as exc:
-    out["error"] = str(exc) or type(exc).__name__
 print(json.dumps(out))
 """
 
