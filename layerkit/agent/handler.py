@@ -192,7 +192,7 @@ def held_for(paths: Paths, system: System) -> float:
     return max(0.0, min(until - system.now(), MAX_HOLD))
 
 
-def reconcile(paths: Paths, system: System, settings: Settings = Settings()) -> Outcome:
+def reconcile(paths: Paths, system: System, settings: Settings) -> Outcome:
     """Bring HAProxy and haproxy.cfg in line with the alive web members."""
     left = held_for(paths, system)
     if left > 0:

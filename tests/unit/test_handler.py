@@ -235,7 +235,7 @@ def served(system: FakeSystem) -> dict[str, tuple[str, int]]:
 
 def test_a_join_goes_in_live_and_no_change_changes_nothing(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")), config=paths.config)
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "runtime"
     assert outcome.details["added"] == "web-a"
     assert "server web-a 172.18.0.5:3000 check" in paths.config.read_text()
@@ -243,7 +243,7 @@ def test_a_join_goes_in_live_and_no_change_changes_nothing(paths: Paths) -> None
     assert system.haproxy.servers["web-a"][2] == 0  # enabled, not left in maintenance
     assert "enable health webapps/web-a" in system.haproxy.commands
     system.clock += 60
-    assert reconcile(paths, system).action == "unchanged"
+    assert reconcile(paths, system, Settings()).action == "unchanged"
     assert system.reloads == 0
     assert len(system.checked) == 1
 
@@ -251,9 +251,9 @@ def test_a_join_goes_in_live_and_no_change_changes_nothing(paths: Paths) -> None
 def test_a_leave_is_put_in_maintenance_then_deleted(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a"), member("web-b", "172.18.0.6:7946")),
                         config=paths.config)
-    reconcile(paths, system)
+    reconcile(paths, system, Settings())
     system.members_json = doc(member("web-a"), member("web-b", "172.18.0.6:7946", status="left"))
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert (outcome.action, outcome.details["removed"]) == ("runtime", "web-b")
     commands = system.haproxy.commands
     assert commands.index("set server webapps/web-b state maint") < commands.index(
@@ -267,16 +267,16 @@ def test_haproxy_running_an_old_list_is_corrected_though_the_file_is_current(
         paths: Paths) -> None:
     """The file says web-a, HAProxy lost it (a reload that did not take): not 'unchanged'."""
     system = FakeSystem(doc(member("web-a")), config=paths.config)
-    reconcile(paths, system)
+    reconcile(paths, system, Settings())
     system.haproxy.servers.clear()
-    assert reconcile(paths, system).action == "runtime"
+    assert reconcile(paths, system, Settings()).action == "runtime"
     assert served(system) == {"web-a": ("172.18.0.5", 3000)}
 
 
 def test_a_refused_runtime_change_is_retried(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")), config=paths.config)
     system.haproxy.refuse_adds = 1
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert (outcome.action, outcome.details["attempts"]) == ("runtime", "2")
     assert served(system) == {"web-a": ("172.18.0.5", 3000)}
     assert system.slept == [handler.RETRY_DELAYS[0]]
@@ -285,7 +285,7 @@ def test_a_refused_runtime_change_is_retried(paths: Paths) -> None:
 def test_a_runtime_api_that_keeps_refusing_falls_back_to_a_reload(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")), config=paths.config)
     system.haproxy.refuse_adds = 99
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "reload"
     assert "runtime API did not take the change" in outcome.reason
     assert system.reloads == 1
@@ -296,7 +296,7 @@ def test_a_failed_reload_is_retried_until_haproxy_serves_the_config(paths: Paths
     template = paths.template.read_text().replace("retries 3", "retries 2")
     paths.template.write_text(template)  # a global setting changed: only a reload does it
     system = FakeSystem(doc(member("web-a")), config=paths.config, failing_reloads=1)
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert (outcome.action, outcome.details["attempts"]) == ("reload", "2")
     assert "template or a global setting changed" in outcome.reason
     assert system.reloads == 2
@@ -306,7 +306,7 @@ def test_a_failed_reload_is_retried_until_haproxy_serves_the_config(paths: Paths
 def test_reloads_that_never_take_end_in_an_error_outcome(paths: Paths) -> None:
     paths.template.write_text(paths.template.read_text().replace("retries 3", "retries 2"))
     system = FakeSystem(doc(member("web-a")), config=paths.config, failing_reloads=99)
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "error"
     assert system.reloads == len(handler.RELOAD_RETRY_DELAYS)
 
@@ -314,7 +314,7 @@ def test_reloads_that_never_take_end_in_an_error_outcome(paths: Paths) -> None:
 def test_haproxy_not_answering_gets_the_file_it_will_start_from(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")), config=paths.config)
     system.haproxy.down = True
-    assert reconcile(paths, system).action == "written"
+    assert reconcile(paths, system, Settings()).action == "written"
     assert "server web-a " in paths.config.read_text()
     assert system.reloads == 0
 
@@ -323,22 +323,22 @@ def test_an_agent_that_knows_no_web_member_yet_keeps_the_servers(paths: Paths) -
     """After the load balancer's Serf restarts it knows nobody until it rejoins: no 503s."""
     system = FakeSystem(doc(member("web-a"), member("web-b", "172.18.0.6:7946")),
                         config=paths.config)
-    reconcile(paths, system)
+    reconcile(paths, system, Settings())
     system.members_json = doc(member("lb-1", "172.18.0.2:7946", role="lb"))
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "kept"
     assert set(served(system)) == {"web-a", "web-b"}
     # every web app gone for real (left or failed members still known): zero servers it is
     system.members_json = doc(member("web-a", status="left"),
                               member("web-b", "172.18.0.6:7946", status="failed"))
-    assert reconcile(paths, system).action == "runtime"
+    assert reconcile(paths, system, Settings()).action == "runtime"
     assert served(system) == {}
 
 
 def test_empty_members_render_a_valid_config_without_servers(paths: Paths) -> None:
     paths.config.write_text("old\n")
     system = FakeSystem('{"members": null}', config=paths.config)
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "reload"
     assert outcome.backends == ()
     lines = paths.config.read_text().splitlines()
@@ -348,7 +348,7 @@ def test_empty_members_render_a_valid_config_without_servers(paths: Paths) -> No
 def test_invalid_render_keeps_the_running_config(paths: Paths) -> None:
     paths.config.write_text("running\n")
     system = FakeSystem(doc(member("web-a")), check_result="[ALERT] parsing error")
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     assert outcome.action == "invalid"
     assert "parsing error" in outcome.reason
     assert paths.config.read_text() == "running\n"
@@ -359,7 +359,7 @@ def test_invalid_render_keeps_the_running_config(paths: Paths) -> None:
 
 def test_unreadable_members_change_nothing(paths: Paths) -> None:
     paths.config.write_text("running\n")
-    outcome = reconcile(paths, FakeSystem("garbage"))
+    outcome = reconcile(paths, FakeSystem("garbage"), Settings())
     assert outcome.action == "error"
     assert paths.config.read_text() == "running\n"
 
@@ -367,7 +367,7 @@ def test_unreadable_members_change_nothing(paths: Paths) -> None:
 def test_hostile_member_never_reaches_the_config(paths: Paths) -> None:
     hostile = "x\n    server evil 10.9.9.9:80\nlisten y"
     system = FakeSystem(doc(member("web-a"), member(hostile, "172.18.0.9:7946")))
-    outcome = reconcile(paths, system)
+    outcome = reconcile(paths, system, Settings())
     text = paths.config.read_text()
     assert "evil" not in text
     assert "10.9.9.9" not in text
@@ -393,7 +393,7 @@ def test_a_burst_of_joins_costs_no_reload(paths: Paths) -> None:
     system = JoiningSystem([1_000.0 + 0.25 * i for i in range(10)])
     for at in system.joins:
         system.clock = max(system.clock, at)  # the event is handled once the previous one ends
-        reconcile(paths, system)
+        reconcile(paths, system, Settings())
     assert system.reloads == 0
     assert len(served(system)) == 10
     assert "web-9" in paths.config.read_text()  # the last join made it in
@@ -408,7 +408,7 @@ def test_live_changes_do_not_wait_for_the_reload_gap(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")), config=paths.config)
     paths.state_dir.mkdir()
     paths.last_reload.write_text(f"{system.clock - 0.3:.3f} 1\n")
-    assert reconcile(paths, system).action == "runtime"
+    assert reconcile(paths, system, Settings()).action == "runtime"
     assert system.slept == []
 
 
@@ -442,11 +442,11 @@ def test_stats_password_must_be_well_formed(tmp_path: Path) -> None:
 def test_a_hold_defers_reloads_until_released_or_expired(paths: Paths) -> None:
     system = FakeSystem(doc(member("web-a")))
     handler.hold(paths, system, 20)
-    assert reconcile(paths, system).action == "held"
+    assert reconcile(paths, system, Settings()).action == "held"
     assert system.reloads == 0
     paths.hold.unlink()  # --release
-    assert reconcile(paths, system).action == "runtime"
+    assert reconcile(paths, system, Settings()).action == "runtime"
     handler.hold(paths, system, 999)  # bounded
     system.clock += handler.MAX_HOLD + 0.1
     system.members_json = doc(member("web-a"), member("web-b", "172.18.0.6:7946"))
-    assert reconcile(paths, system).action == "runtime"
+    assert reconcile(paths, system, Settings()).action == "runtime"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layerkit.agent.handler import Paths, frame, reconcile, render
+from layerkit.agent.handler import Paths, Settings, frame, reconcile, render
 from layerkit.agent.members import Scope
 from layerkit.agent.runtime import SERVER_OPTIONS
 from tests.conftest import IMAGES
@@ -66,7 +66,7 @@ def test_the_config_is_well_formed_or_unchanged(
     for members in rounds:
         before = paths.config.read_text()
         system.members_json = json.dumps({"members": members})
-        outcome = reconcile(paths, system)
+        outcome = reconcile(paths, system, Settings())
         text = paths.config.read_text()
         if outcome.action not in ("runtime", "reload", "unchanged"):
             assert text == before, outcome
