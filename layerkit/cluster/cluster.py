@@ -55,7 +55,7 @@ from layerkit.cluster.view import (
 from layerkit.cluster.webcheck import (
     CHECK_SECONDS,
     check_web_image,
-    pull_web_image,
+    find_web_image,
     web_port_of,
 )
 from layerkit.engine.client import DockerClient
@@ -126,9 +126,8 @@ def _require_images(client: DockerClient, opts: ClusterOptions) -> ImageInfo:
     """Both images present (a user's web image pulled if need be); the web image's."""
     found = {}
     for ref in (opts.lb_image, opts.web_image):
-        image = find_image(client, ref)
-        if image is None and ref == opts.web_image != ClusterOptions.web_image:
-            image = pull_web_image(client, ref)
+        image = (find_web_image(client, ref, ClusterOptions.web_image)
+                 if ref == opts.web_image else find_image(client, ref))
         if image is None:
             raise NotFound(f"image {ref} is not in the engine", hint="run `layerkit build`")
         found[ref] = image

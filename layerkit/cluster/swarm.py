@@ -43,7 +43,7 @@ from layerkit.cluster.swarmvip import (
 from layerkit.cluster.webcheck import (
     CHECK_SECONDS,
     check_web_image,
-    pull_web_image,
+    find_web_image,
 )
 from layerkit.engine.client import DockerClient
 from layerkit.engine.containers import labelled_containers, labelled_networks, remove_network
@@ -182,9 +182,8 @@ def _check_images(client: DockerClient, opts: SwarmOptions) -> ImageInfo:
     refs = [opts.lb_image, opts.web_image] + ([opts.vip_image] if opts.vip else [])
     found = {}
     for ref in refs:
-        image = find_image(client, ref)
-        if image is None and ref == opts.web_image != SwarmOptions.web_image:
-            image = pull_web_image(client, ref)
+        image = (find_web_image(client, ref, SwarmOptions.web_image)
+                 if ref == opts.web_image else find_image(client, ref))
         if image is None:
             raise NotFound(f"image {ref} is not on the manager",
                            hint="run `layerkit build`, and `layerkit push --registry` for the "

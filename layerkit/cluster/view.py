@@ -81,17 +81,20 @@ def serves(server: ServerRow) -> bool:
     return server.status.startswith("UP") and bool(_CHECK_PASSED.search(server.check))
 
 
+def _ip(server: ServerRow) -> str:
+    """The IP address of HAProxy's `addr` (`ip:port`, `[v6]:port`)."""
+    return (server.address.rpartition(":")[0] or server.address).strip("[]")
+
+
 def serving_addresses(view: LbView) -> set[str]:
-    """The IP addresses of the servers that serve (HAProxy's `addr` is `ip:port`)."""
-    return {(s.address.rpartition(":")[0] or s.address).strip("[]")
-            for s in view.servers if serves(s)}
+    """The IP addresses of the servers that serve."""
+    return {_ip(s) for s in view.servers if serves(s)}
 
 
 def serving_members(view: LbView) -> set[tuple[str, str]]:
     """(hostname, IP) of the servers that serve: a member's name is its hostname and a
     `-<hex>` suffix (serfagent.node_name)."""
-    return {(s.name.rpartition("-")[0], (s.address.rpartition(":")[0] or s.address).strip("[]"))
-            for s in view.servers if serves(s)}
+    return {(s.name.rpartition("-")[0], _ip(s)) for s in view.servers if serves(s)}
 
 
 def lb_view(client: DockerClient, lb: ContainerInfo | None) -> LbView | None:

@@ -4,8 +4,8 @@ A web app is any image built on the shared base: s6-svscan as PID 1, the Serf ag
 beside the app, and the app answering HTTP on its port. The check creates one container of the
 image with no network but loopback, looks for the agent's files, starts it and asks for the
 health path from inside (the only traffic is to 127.0.0.1 in that container), then removes it.
-An image that lacks the agent, runs something else as PID 1, stops, or never answers 200 is
-refused with the reason.
+An image that lacks the agent, runs something else as PID 1, stops, answers a redirect or a 4xx,
+listens on the loopback only, or never answers 200 is refused with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from layerkit.engine.containers import (
     remove_container,
     start_container,
 )
-from layerkit.engine.images import ImageInfo, pull_image
+from layerkit.engine.images import ImageInfo, find_image, pull_image
 from layerkit.engine.logs import container_logs
 from layerkit.errors import EngineError, NotFound, UsageError
 
@@ -71,8 +71,13 @@ print(json.dumps(out))
 """
 
 
-def pull_web_image(client: DockerClient, ref: str) -> ImageInfo:
-    """A user's web image that the engine does not have yet, pulled from its registry."""
+def find_web_image(client: DockerClient, ref: str, default: str) -> ImageInfo | None:
+    """The web image as the engine has it. A user's own (any but `default`, which `layerkit
+    build` makes) that the engine lacks is pulled from its registry; one that cannot be is
+    NotFound."""
+    image = find_image(client, ref)
+    if image is not None or ref == default:
+        return image
     image = pull_image(client, ref)
     if image is None:
         raise NotFound(f"image {ref} is not in the engine and could not be pulled",
@@ -169,8 +174,7 @@ def _log_hint(client: DockerClient, ref: str) -> str:
         text = b"".join(container_logs(client, ref)).decode(errors="replace")
     except (EngineError, NotFound):
         return "its log could not be read"
-    lines = [line.partition(" ")[2].strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if line]
+    lines = [said for line in text.splitlines() if (said := line.partition(" ")[2].strip())]
     if not lines:
         return "it logged nothing"
     printable = "".join(c if c.isprintable() else "?" for c in lines[-1][:160])
