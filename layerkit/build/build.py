@@ -155,10 +155,7 @@ def _discard_quietly(client: DockerClient, image_id: str) -> None:
     """Remove an untagged image that only stood between two steps. Its ID is reproducible,
     so an image of an earlier run may be the same one and be in use: then it stays."""
     try:
-        info = find_image(client, image_id)
-        if info is None or info.tags:
-            return
-        remove_image(client, image_id)
+        _remove_if_untagged(client, image_id, seconds=0)  # in use (409): not waited for
     except LayerkitError as exc:
         logger.debug("kept the intermediate image %s: %s", image_id[:19], exc.message)
 
